@@ -1,0 +1,416 @@
+"""IbaneraClient: login, token lifetime, the response envelope, paginated balances.
+
+What is retried and what is not is the heart of this module:
+- transient (timeouts, connection errors, 429, 5xx) -> tenacity, exponential backoff with
+  jitter, Retry-After honoured;
+- a refused login -> never retried quickly: logins pause for `login_backoff`, because
+  Ibanera locks the account after a few failed attempts and a monitoring tool must never
+  lock its owner out of their bank account;
+- everything else (400, status "0", malformed payloads) -> fails the poll at once.
+No error message built here contains a password, TOTP secret, code or token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from . import __version__
+from .config import ConnectionConfig, RetryPolicy
+from .model import AccountBalance, InvalidRow, parse_account
+from .totp import decode_secret, totp_at
+
+LOGIN_PATH = "/api/v1/public/auth/login"
+BALANCES_PATH = "/api/v1/customer/accounts/balances"
+# The documented login refusals; anything else is counted as "other" so that a server
+# cannot grow the label set of ibanera_login_failures_total without bound.
+KNOWN_LOGIN_REFUSALS = frozenset(
+    {"Required", "Username_Or_Password_Incorrect", "Account_Not_Verified", "Account_Locked", "Account_Suppressed"}
+)
+_MESSAGE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+log = logging.getLogger("exporter.api")
+
+
+class ApiError(Exception):
+    """A request or a poll failed. `reason` is a short fixed label for metrics."""
+
+    reason = "api_error"
+
+
+class TransientError(ApiError):
+    """Worth retrying: the request may well succeed a moment later."""
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Unauthorized(ApiError):
+    reason = "unauthorized"
+
+
+class ApiRejected(ApiError):
+    """The API answered and said no (HTTP 4xx, or status "0")."""
+
+    reason = "rejected"
+
+    def __init__(self, message: str, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.codes = codes
+
+
+class LoginRefused(ApiError):
+    reason = "login_refused"
+
+
+class LoginPaused(ApiError):
+    """No login is attempted until the back-off after a refused login has passed."""
+
+    reason = "login_backoff"
+
+
+class MalformedResponse(ApiError):
+    reason = "malformed"
+
+
+class TooManyPages(MalformedResponse):
+    reason = "too_many_pages"
+
+
+class Cancelled(Exception):
+    """The exporter is shutting down; raised out of a retry sleep."""
+
+
+@dataclass(frozen=True)
+class BalancesResult:
+    accounts: tuple[AccountBalance, ...]
+    pages: int
+
+
+@dataclass(frozen=True)
+class ClientCounts:
+    """A consistent copy of a client's counters, for one scrape."""
+
+    requests: dict[tuple[str, str], int]
+    retries: dict[str, int]
+    logins: int
+    login_failures: dict[str, int]
+
+
+class ClientCounters:
+    """Written by the poller thread, read by scrapes: every access holds the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: Counter[tuple[str, str]] = Counter()
+        self._retries: Counter[str] = Counter()
+        self._logins = 0
+        self._login_failures: Counter[str] = Counter()
+
+    def request(self, endpoint: str, code: str) -> None:
+        with self._lock:
+            self._requests[(endpoint, code)] += 1
+
+    def retry(self, endpoint: str) -> None:
+        with self._lock:
+            self._retries[endpoint] += 1
+
+    def login(self) -> None:
+        with self._lock:
+            self._logins += 1
+
+    def login_failure(self, reason: str) -> None:
+        with self._lock:
+            self._login_failures[reason] += 1
+
+    def snapshot(self) -> ClientCounts:
+        with self._lock:
+            return ClientCounts(dict(self._requests), dict(self._retries), self._logins, dict(self._login_failures))
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After is either delay-seconds or an HTTP-date (RFC 9110 section 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _message_codes(payload: object) -> tuple[str, ...]:
+    errors = payload.get("errors") if isinstance(payload, dict) else None
+    if not isinstance(errors, list):
+        return ()
+    codes = []
+    for error in errors:
+        code = error.get("messageCode") if isinstance(error, dict) else None
+        codes.append(code if isinstance(code, str) and _MESSAGE_CODE.match(code) else "unrecognised")
+    return tuple(codes)
+
+
+class IbaneraClient:
+    """One API user. Not thread-safe: each connection's poller owns one client."""
+
+    def __init__(
+        self,
+        connection: ConnectionConfig,
+        *,
+        request_timeout: float,
+        retry: RetryPolicy,
+        login_backoff: float,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.connection = connection
+        self.counters = ClientCounters()
+        self._key = decode_secret(connection.totp_secret.reveal(), connection.totp_secret_encoding)
+        self._retry = retry
+        self._login_backoff = login_backoff
+        self._stop_event = stop_event or threading.Event()
+        self._clock = clock
+        self._backoff = wait_exponential_jitter(
+            initial=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
+        )
+        self._http = httpx.Client(
+            base_url=connection.base_url,
+            timeout=request_timeout,
+            follow_redirects=False,
+            headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json"},
+        )
+        self._token: str | None = None
+        self._token_expires_at: float | None = None
+        self._token_renew_at = 0.0
+        self._logins_paused_until: float | None = None
+
+    @property
+    def token_expires_at(self) -> float | None:
+        return self._token_expires_at if self._token else None
+
+    @property
+    def logins_paused_until(self) -> float | None:
+        return self._logins_paused_until
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- balances ---------------------------------------------------------------------
+
+    def fetch_balances(self) -> BalancesResult:
+        """Every page of the caller's asset accounts, or an ApiError: never a partial list."""
+        size = self.connection.page_size
+        accounts: list[AccountBalance] = []
+        seen_ids: set[int] = set()
+        page = 1
+        while True:
+            if page > self.connection.max_pages:
+                raise TooManyPages(f"more than max_pages={self.connection.max_pages} pages of balances")
+            envelope = self._get_authorized("accounts_balances", BALANCES_PATH, {"pageNumber": page, "pageSize": size})
+            rows = envelope.get("details")
+            if not isinstance(rows, list):
+                raise MalformedResponse(f"balances page {page}: details is not a list")
+            reported_page = envelope.get("pageNumber")
+            if _is_int(reported_page) and reported_page != page:
+                raise MalformedResponse(f"balances page {page}: the server answered with page {reported_page}")
+            for row in rows:
+                try:
+                    account = parse_account(row)
+                except InvalidRow as exc:
+                    raise MalformedResponse(f"balances page {page}: {exc}") from None
+                if account.asset_account_id in seen_ids:
+                    # A repeated id means pages overlapped or repeated: which row is right is unknown.
+                    raise MalformedResponse(f"balances page {page}: account {account.asset_account_id} appears twice")
+                seen_ids.add(account.asset_account_id)
+                accounts.append(account)
+            number_of_pages = envelope.get("numberOfPages")
+            if _is_int(number_of_pages):
+                if number_of_pages > self.connection.max_pages:
+                    raise TooManyPages(f"the server reports {number_of_pages} pages, more than max_pages={self.connection.max_pages}")
+                if page >= number_of_pages:
+                    break
+                if not rows:
+                    raise MalformedResponse(f"balances page {page} of {number_of_pages} is empty")
+            else:
+                # No page count: a short page is the last one. The server may cap pageSize
+                # below what we asked, so compare with the size it says it used.
+                served_size = envelope.get("pageSize")
+                if len(rows) < (served_size if _is_int(served_size) and served_size > 0 else size):
+                    break
+            page += 1
+        return BalancesResult(tuple(accounts), pages=page)
+
+    # -- authentication ---------------------------------------------------------------
+
+    def _ensure_token(self) -> str:
+        if self._token is None or self._clock() >= self._token_renew_at:
+            self._login()
+        assert self._token is not None
+        return self._token
+
+    def _login(self) -> None:
+        self._token = None
+        now = self._clock()
+        if self._logins_paused_until is not None and now < self._logins_paused_until:
+            raise LoginPaused(f"logins paused after a refused login, next attempt at {_iso(self._logins_paused_until)}")
+
+        def send_login() -> dict:
+            self.counters.login()
+            body = {
+                "username": self.connection.username.reveal(),
+                "password": self.connection.password.reveal(),
+                "otp": self._code(),
+            }
+            return self._send("login", "POST", LOGIN_PATH, json_body=body)
+
+        try:
+            envelope = self._with_retries("login", send_login)
+        except (ApiRejected, Unauthorized) as exc:
+            codes = getattr(exc, "codes", ()) or (exc.reason,)
+            self.counters.login_failure(codes[0] if codes[0] in KNOWN_LOGIN_REFUSALS else "other")
+            self._logins_paused_until = self._clock() + self._login_backoff
+            raise LoginRefused(
+                f"login refused ({', '.join(codes)}): {exc}; no new login before {_iso(self._logins_paused_until)} "
+                "so that the account is not locked"
+            ) from None
+        self._logins_paused_until = None
+        details = envelope.get("details")
+        token = details.get("accessToken") if isinstance(details, dict) else None
+        lifetime = details.get("expiresIn") if isinstance(details, dict) else None
+        if not isinstance(token, str) or not token:
+            raise MalformedResponse("login: details.accessToken is missing")
+        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal)) or not lifetime > 0:
+            raise MalformedResponse("login: details.expiresIn is not a positive number of seconds")
+        lifetime = float(lifetime)
+        self._token = token
+        # Lifetime counts from before the request was sent: the token can only be younger.
+        self._token_expires_at = now + lifetime
+        self._token_renew_at = now + lifetime - min(60.0, lifetime / 4)
+        log.info("logged in", extra={"connection": self.connection.name, "token_expires_in": f"{lifetime:g}s"})
+
+    def _get_authorized(self, endpoint: str, path: str, params: dict) -> dict:
+        def send() -> dict:
+            return self._send(endpoint, "GET", path, params=params, token=self._token)
+
+        self._ensure_token()
+        try:
+            return self._with_retries(endpoint, send)
+        except Unauthorized:
+            # The token was revoked or expired early: one new login, one more try.
+            log.info("token refused with HTTP 401, logging in again", extra={"connection": self.connection.name})
+            self._login()
+            return self._with_retries(endpoint, send)
+
+    def _code(self) -> str:
+        return totp_at(self._key, self._clock())
+
+    # -- one request ------------------------------------------------------------------
+
+    def _send(self, endpoint: str, method: str, path: str, *, params=None, json_body=None, token=None) -> dict:
+        headers = {}
+        if token is not None:
+            headers = {"Authorization": f"Bearer {token}", "otp": self._code()}
+        try:
+            response = self._http.request(method, path, params=params, json=json_body, headers=headers)
+        except httpx.TimeoutException as exc:
+            self.counters.request(endpoint, "timeout")
+            raise TransientError("timeout", f"{endpoint}: no answer within the request timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            self.counters.request(endpoint, "error")
+            raise TransientError("connection_error", f"{endpoint}: {type(exc).__name__}: {exc}") from None
+        self.counters.request(endpoint, str(response.status_code))
+        return self._envelope(endpoint, response)
+
+    def _envelope(self, endpoint: str, response: httpx.Response) -> dict:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+            reason = "http_429" if status == 429 else "http_5xx"
+            raise TransientError(reason, f"{endpoint}: HTTP {status}", retry_after)
+        if status == 401:
+            raise Unauthorized(f"{endpoint}: HTTP 401")
+        try:
+            payload = json.loads(response.content, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            payload = None
+        if not 200 <= status < 300:
+            codes = _message_codes(payload)
+            raise ApiRejected(f"{endpoint}: HTTP {status}" + (f" ({', '.join(codes)})" if codes else ""), codes)
+        if not isinstance(payload, dict):
+            content_type = response.headers.get("Content-Type", "no content type")
+            raise MalformedResponse(f"{endpoint}: HTTP {status} but the body is not a JSON object ({content_type})")
+        if payload.get("status") == "1":
+            return payload
+        if payload.get("status") == "0":
+            codes = _message_codes(payload)
+            raise ApiRejected(f"{endpoint}: status 0 ({', '.join(codes) or 'no messageCode'})", codes)
+        raise MalformedResponse(f"{endpoint}: the envelope has no status \"1\" or \"0\"")
+
+    # -- retries ----------------------------------------------------------------------
+
+    def _with_retries(self, endpoint: str, send: Callable[[], dict]) -> dict:
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=self._should_stop,
+            wait=self._wait,
+            sleep=self._sleep,
+            before_sleep=lambda state: self._on_retry(endpoint, state),
+            reraise=True,
+        )
+        return retrying(send)
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self._retry.max_attempts:
+            return True
+        # A server that asks us to wait longer than we ever back off is not coming back
+        # within this poll; the next poll will ask again.
+        retry_after = getattr(state.outcome.exception(), "retry_after", None)
+        return retry_after is not None and retry_after > self._retry.max_backoff
+
+    def _wait(self, state: RetryCallState) -> float:
+        retry_after = getattr(state.outcome.exception(), "retry_after", None) or 0.0
+        return max(self._backoff(state), retry_after)
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop_event.wait(seconds):
+            raise Cancelled()
+
+    def _on_retry(self, endpoint: str, state: RetryCallState) -> None:
+        self.counters.retry(endpoint)
+        log.warning(
+            "request failed, retrying",
+            extra={
+                "connection": self.connection.name,
+                "endpoint": endpoint,
+                "error": str(state.outcome.exception()),
+                "attempt": f"{state.attempt_number}/{self._retry.max_attempts}",
+                "retry_in": f"{state.upcoming_sleep:.1f}s",
+            },
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _iso(unix_time: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_time))

@@ -1,0 +1,174 @@
+"""The command line: flags, logging, wiring, signals. Nothing imports this module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import signal
+import sys
+import threading
+import time
+from decimal import Decimal
+from typing import Sequence
+
+from . import __version__
+from .api import IbaneraClient
+from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
+from .logs import FORMATS, LEVELS, setup_logging
+from .metrics import ExporterCollector, build_registry
+from .poller import Poller
+from .simulator import Simulator
+from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
+
+DEFAULT_LISTEN_ADDRESS = ":10095"  # outside 9100-9999: an exporter for one vendor's API
+SHUTDOWN_GRACE_SECONDS = 1.5
+PROGRAM = "ibanera-exporter"
+
+log = logging.getLogger("exporter.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="Prometheus exporter for the balances of Ibanera asset accounts. "
+        "Polls GET /api/v1/customer/accounts/balances in the background and serves the balances as gauges.",
+        epilog="Try it without credentials: ibanera-exporter --demo",
+    )
+    parser.add_argument("--config.file", dest="config_file", default="config.yaml", metavar="FILE",
+                        help="configuration file (default: %(default)s)")
+    parser.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN_ADDRESS, metavar="HOST:PORT",
+                        help="address to serve /metrics on (default: %(default)s, all interfaces)")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
+                        help="path under which to expose metrics (default: %(default)s)")
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS,
+                        help="only log messages with the given severity or above (default: %(default)s)")
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
+                        help="output format of log messages (default: %(default)s)")
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the configuration and its secrets, print what would be polled, and exit")
+    parser.add_argument("--demo", action="store_true",
+                        help="poll a built-in simulator of the Ibanera API on loopback instead of the config file; "
+                        "no credentials needed")
+    parser.add_argument("--version", action="version",
+                        version=f"{PROGRAM}, version {__version__} (python {platform.python_version()})")
+    return parser
+
+
+def _demo_config(simulator: Simulator) -> Config:
+    connection = ConnectionConfig(
+        name="demo",
+        base_url=simulator.url,
+        username=Secret(simulator.username),
+        password=Secret(simulator.password),
+        totp_secret=Secret(simulator.totp_secret_base32),
+        page_size=5,  # the demo has 7 accounts: two pages, so pagination is on show
+    )
+    return Config(
+        connections=(connection,),
+        poll_interval=10.0,
+        low_available_balance={"USD": Decimal("10000"), "USDC": Decimal("5000")},
+    )
+
+
+def _describe(config: Config, source: str) -> str:
+    lines = [
+        f"{source}: configuration is valid",
+        f"  poll every {format_duration(config.poll_interval)}, request timeout {format_duration(config.request_timeout)}, "
+        f"{config.retry.max_attempts} attempts per request with backoff {format_duration(config.retry.initial_backoff)}"
+        f"..{format_duration(config.retry.max_backoff)}, login pause after a refusal {format_duration(config.login_backoff)}",
+    ]
+    for c in config.connections:
+        lines.append(
+            f"  connection {c.name}: {c.base_url}, {c.page_size} accounts per page (at most {c.max_pages} pages), "
+            f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
+        )
+    thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))
+    lines.append(f"  low available balance thresholds: {thresholds or 'none'}")
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
+        return _fail(f"--web.telemetry-path: must start with / and not be /, /-/healthy or /-/ready, got {args.telemetry_path!r}", 2)
+    try:
+        address = parse_listen_address(args.listen_address)
+    except ListenAddressError as exc:
+        return _fail(str(exc), 2)
+
+    simulator = None
+    if args.demo:
+        simulator = Simulator(drift_every=5.0).start()
+        config, source = _demo_config(simulator), "demo"
+    else:
+        try:
+            config, source = load_config(args.config_file), args.config_file
+        except ConfigError as exc:
+            return _fail(str(exc), 2)
+    if args.config_check:
+        print(_describe(config, source))
+        if simulator:
+            simulator.stop()
+        return 0
+    return _serve(config, address, args.telemetry_path, simulator)
+
+
+def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None) -> int:
+    stop = threading.Event()
+    pollers = [
+        Poller(
+            IbaneraClient(c, request_timeout=config.request_timeout, retry=config.retry,
+                          login_backoff=config.login_backoff, stop_event=stop),
+            config.poll_interval,
+            stop,
+        )
+        for c in config.connections
+    ]
+
+    def statuses():
+        return [p.status() for p in pollers]
+
+    collector = ExporterCollector(
+        statuses, poll_interval=config.poll_interval, low_available_balance=config.low_available_balance, version=__version__
+    )
+    context = WebContext(build_registry(collector), statuses, telemetry_path, __version__)
+    try:
+        server = WebServer(address, context)
+    except OSError as exc:
+        return _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", 1)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    for poller in pollers:
+        poller.start()
+    log.info(
+        "listening",
+        extra={"address": f"{address[0]}:{server.port}", "telemetry_path": telemetry_path, "version": __version__,
+               "connections": ",".join(p.name for p in pollers), "demo": simulator is not None},
+    )
+    stop.wait()
+    server.stop()
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    for poller in pollers:
+        # A poll stuck in a slow request is a daemon thread: it may be left to die with the process.
+        poller.join(max(0.0, deadline - time.monotonic()))
+    if simulator:
+        simulator.stop()
+    log.info("stopped")
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

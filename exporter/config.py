@@ -1,0 +1,312 @@
+"""config.yaml -> frozen dataclasses.
+
+Every error names the key that is wrong (``connections[0].password_file``) and the
+file it came from, and never contains a secret value: the message of a ConfigError
+may be printed as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .totp import SecretDecodeError, decode_secret
+
+DEFAULT_BASE_URL = "https://public-api.ibanera.com"
+# Ibanera locks an account for 10 minutes after too many failed logins. A pause shorter
+# than that could let the exporter itself keep the account locked.
+MIN_LOGIN_BACKOFF = 600.0
+TOTP_SECRET_ENCODINGS = ("base32", "ascii")
+_CONNECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. The message is safe to print."""
+
+
+class Secret:
+    """A string that never shows itself in repr(), str() or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    name: str
+    username: Secret
+    password: Secret
+    totp_secret: Secret
+    base_url: str = DEFAULT_BASE_URL
+    totp_secret_encoding: str = "base32"
+    page_size: int = 100
+    # A server that keeps answering "there is another page" must not keep us polling forever.
+    max_pages: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    connections: tuple[ConnectionConfig, ...]
+    poll_interval: float = 60.0
+    request_timeout: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    login_backoff: float = 900.0
+    low_available_balance: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object, key: str) -> float:
+    """'500ms', '30s', '5m', '1h30m' or a plain number of seconds -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration such as 30s, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and value and _DURATION_PART.sub("", value) == "":
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+    else:
+        raise ConfigError(f"{key}: expected a duration such as 500ms, 30s, 5m or 1h, got {value!r}")
+    if not seconds > 0:
+        raise ConfigError(f"{key}: must be longer than zero, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest of '1h', '5m', '30s', '1.5s' that says exactly `seconds`."""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+class _Reader:
+    """Walks the parsed YAML, knowing the file and the key path for every error."""
+
+    def __init__(self, source: str, environ: Mapping[str, str], base_dir: Path) -> None:
+        self.source = source
+        self.environ = environ
+        self.base_dir = base_dir
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def mapping(self, value: object, key: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+        if not isinstance(value, dict):
+            raise self.error(key or "top level", f"expected a mapping, got {_type_name(value)}")
+        for name in value:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else str(name)
+                raise self.error(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for name in sorted(required - value.keys()):
+            raise self.error(f"{key}.{name}" if key else name, "is required")
+        return value
+
+    def duration(self, data: dict, name: str, key: str, default: float) -> float:
+        if name not in data:
+            return default
+        try:
+            return parse_duration(data[name], key)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
+    def integer(self, data: dict, name: str, key: str, default: int, low: int, high: int) -> int:
+        value = data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected a whole number, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise self.error(key, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def string(self, data: dict, name: str, key: str, default: str | None = None) -> str:
+        value = data.get(name, default)
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"expected a non-empty string, got {_type_name(value)}")
+        return self.expand(value, key)
+
+    def expand(self, value: str, key: str) -> str:
+        """${VAR} reads the environment; $$ is a literal dollar sign."""
+
+        def substitute(match: re.Match) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            var = match.group(1)
+            if var not in self.environ:
+                raise self.error(key, f"environment variable {var} is not set")
+            return self.environ[var]
+
+        return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", substitute, value)
+
+    def secret(self, data: dict, name: str, key_prefix: str) -> Secret:
+        """A secret comes from `name` (literal or ${VAR}) or from `name_file`, never both."""
+        file_key = f"{name}_file"
+        if name in data and file_key in data:
+            raise self.error(f"{key_prefix}.{name}", f"set either {name} or {file_key}, not both")
+        if file_key in data:
+            path_text = self.string(data, file_key, f"{key_prefix}.{file_key}")
+            path = (self.base_dir / path_text).expanduser()
+            try:
+                value = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8 text"
+                raise self.error(f"{key_prefix}.{file_key}", f"cannot read {path}: {reason}") from None
+            if not value:
+                raise self.error(f"{key_prefix}.{file_key}", f"{path} is empty")
+            return Secret(value)
+        if name not in data:
+            raise self.error(f"{key_prefix}.{name}", f"is required (or {file_key})")
+        value = data[name]
+        if not isinstance(value, str) or not value:
+            # Say what the type was, never the value: it may be a mistyped secret.
+            raise self.error(f"{key_prefix}.{name}", f"expected a non-empty string, got {_type_name(value)}")
+        expanded = self.expand(value, f"{key_prefix}.{name}")
+        if not expanded:
+            raise self.error(f"{key_prefix}.{name}", "is empty after reading the environment")
+        return Secret(expanded)
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+_SECRET_KEYS = ("username", "password", "totp_secret")
+_CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages"} | {
+    k for s in _SECRET_KEYS for k in (s, f"{s}_file")
+}
+_TOP_KEYS = {"poll_interval", "request_timeout", "retry", "login_backoff", "connections", "thresholds"}
+
+
+def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfig:
+    data = reader.mapping(data, key, _CONNECTION_KEYS, required={"name"})
+    name = reader.string(data, "name", f"{key}.name")
+    if not _CONNECTION_NAME.match(name):
+        raise reader.error(f"{key}.name", f"{name!r} must be 1-63 letters, digits, '_', '.' or '-'")
+    base_url = reader.string(data, "base_url", f"{key}.base_url", DEFAULT_BASE_URL).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", base_url):
+        raise reader.error(f"{key}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
+    encoding = reader.string(data, "totp_secret_encoding", f"{key}.totp_secret_encoding", "base32")
+    if encoding not in TOTP_SECRET_ENCODINGS:
+        raise reader.error(f"{key}.totp_secret_encoding", f"must be one of {', '.join(TOTP_SECRET_ENCODINGS)}, got {encoding!r}")
+    username, password, totp_secret = (reader.secret(data, s, key) for s in _SECRET_KEYS)
+    try:
+        decode_secret(totp_secret.reveal(), encoding)
+    except SecretDecodeError as exc:
+        raise reader.error(f"{key}.totp_secret", str(exc)) from None
+    return ConnectionConfig(
+        name=name,
+        base_url=base_url,
+        username=username,
+        password=password,
+        totp_secret=totp_secret,
+        totp_secret_encoding=encoding,
+        page_size=reader.integer(data, "page_size", f"{key}.page_size", 100, 1, 10_000),
+        max_pages=reader.integer(data, "max_pages", f"{key}.max_pages", 1000, 1, 1_000_000),
+    )
+
+
+def _read_thresholds(reader: _Reader, data: object) -> dict[str, Decimal]:
+    data = reader.mapping(data, "thresholds", {"low_available_balance"})
+    per_asset = data.get("low_available_balance", {})
+    if not isinstance(per_asset, dict):
+        raise reader.error("thresholds.low_available_balance", f"expected a mapping of asset to amount, got {_type_name(per_asset)}")
+    result = {}
+    for asset, value in per_asset.items():
+        key = f"thresholds.low_available_balance.{asset}"
+        if not isinstance(asset, str) or not asset:
+            raise reader.error(key, "asset must be a non-empty string")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise reader.error(key, f"expected a number, got {_type_name(value)}")
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            raise reader.error(key, f"expected a number, got {value!r}") from None
+        if not amount.is_finite():
+            raise reader.error(key, f"expected a finite number, got {value!r}")
+        result[asset] = amount
+    return result
+
+
+def parse_config(data: object, source: str, environ: Mapping[str, str] | None = None, base_dir: Path | None = None) -> Config:
+    reader = _Reader(source, os.environ if environ is None else environ, base_dir or Path("."))
+    data = reader.mapping(data, "", _TOP_KEYS, required={"connections"})
+    retry_data = reader.mapping(data.get("retry", {}), "retry", {"max_attempts", "initial_backoff", "max_backoff"})
+    defaults = RetryPolicy()
+    retry = RetryPolicy(
+        max_attempts=reader.integer(retry_data, "max_attempts", "retry.max_attempts", defaults.max_attempts, 1, 20),
+        initial_backoff=reader.duration(retry_data, "initial_backoff", "retry.initial_backoff", defaults.initial_backoff),
+        max_backoff=reader.duration(retry_data, "max_backoff", "retry.max_backoff", defaults.max_backoff),
+    )
+    if retry.max_backoff < retry.initial_backoff:
+        raise reader.error("retry.max_backoff", "must not be shorter than retry.initial_backoff")
+    connections_data = data["connections"]
+    if not isinstance(connections_data, list) or not connections_data:
+        raise reader.error("connections", f"expected a list of one or more connections, got {_type_name(connections_data)}")
+    connections = tuple(_read_connection(reader, c, f"connections[{i}]") for i, c in enumerate(connections_data))
+    seen: set[str] = set()
+    for i, connection in enumerate(connections):
+        if connection.name in seen:
+            raise reader.error(f"connections[{i}].name", f"{connection.name!r} is used by another connection")
+        seen.add(connection.name)
+    login_backoff = reader.duration(data, "login_backoff", "login_backoff", 900.0)
+    if login_backoff < MIN_LOGIN_BACKOFF:
+        raise reader.error("login_backoff", "must be at least 10m: Ibanera locks an account for 10 minutes after failed logins")
+    return Config(
+        connections=connections,
+        poll_interval=reader.duration(data, "poll_interval", "poll_interval", 60.0),
+        request_timeout=reader.duration(data, "request_timeout", "request_timeout", 10.0),
+        retry=retry,
+        login_backoff=login_backoff,
+        low_available_balance=_read_thresholds(reader, data.get("thresholds", {})),
+    )
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    # Relative *_file paths resolve against the config file's directory, like Prometheus.
+    return parse_config(data, str(path), environ, base_dir=path.parent)

@@ -1,0 +1,71 @@
+"""Asset-account balances as the API reports them, validated one row at a time.
+
+Amounts arrive as JSON numbers and are decoded straight into Decimal (the client uses
+json.loads(parse_float=Decimal)), so 0.00000001 BTC and 12345678901.23 USD stay exact
+until the single conversion to float at the exposition edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+MAX_ASSET_LENGTH = 64
+
+
+class InvalidRow(ValueError):
+    """One account row cannot be trusted. The message names the field, never a secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalance:
+    asset_account_id: int
+    asset: str
+    total: Decimal
+    available: Decimal
+    pending: Decimal
+    suppressed: bool
+
+
+def _amount(row: dict, field: str) -> Decimal:
+    value = row.get(field)
+    # bool is an int in Python, and "100.00" as a string is not what the API documents:
+    # both would be a guess, so both are refused.
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise InvalidRow(f"{field} is {_describe(value)}, expected a number")
+    amount = Decimal(value)
+    if not amount.is_finite():
+        raise InvalidRow(f"{field} is not a finite number")
+    return amount
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "missing or null"
+    return f"a {type(value).__name__}"
+
+
+def parse_account(row: object) -> AccountBalance:
+    """One element of `details` from GET /customer/accounts/balances."""
+    if not isinstance(row, dict):
+        raise InvalidRow(f"row is {_describe(row)}, expected an object")
+    account_id = row.get("id")
+    if isinstance(account_id, bool) or not isinstance(account_id, int) or account_id < 0:
+        raise InvalidRow(f"id is {_describe(account_id)}, expected a non-negative integer")
+    asset = row.get("asset")
+    if not isinstance(asset, str) or not asset.strip() or len(asset) > MAX_ASSET_LENGTH:
+        raise InvalidRow(f"account {account_id}: asset is {_describe(asset)}, expected a short non-empty string")
+    suppressed = row.get("bSuppressed")
+    if not isinstance(suppressed, bool):
+        raise InvalidRow(f"account {account_id}: bSuppressed is {_describe(suppressed)}, expected true or false")
+    try:
+        return AccountBalance(
+            asset_account_id=account_id,
+            asset=asset,
+            total=_amount(row, "totalBalance"),
+            available=_amount(row, "availableBalance"),
+            pending=_amount(row, "pendingBalance"),
+            suppressed=suppressed,
+        )
+    except InvalidRow as exc:
+        raise InvalidRow(f"account {account_id}: {exc}") from None

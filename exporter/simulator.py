@@ -1,0 +1,360 @@
+"""An embedded stand-in for the Ibanera Customer API, for `--demo` and the tests.
+
+It is the other side of the wire, written from the API documentation and sharing no
+code with the client: it checks one-time codes with pyotp (the library of Ibanera's own
+Python sample), so every end-to-end test also checks our RFC 6238 code against it.
+
+What it speaks: POST /api/v1/public/auth/login, GET /api/v1/customer/accounts/balances
+(paginated), Bearer tokens that expire, an `otp` header checked on every private
+request, the common response envelope, and locking after repeated failed logins.
+Tests steer it through its methods: change accounts, revoke tokens, queue faults.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+import pyotp
+
+LOGIN_PATH = "/api/v1/public/auth/login"
+BALANCES_PATH = "/api/v1/customer/accounts/balances"
+LOCK_AFTER_FAILED_LOGINS = 5
+LOCK_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class SimAccount:
+    id: int
+    asset: str
+    total: Decimal
+    available: Decimal
+    pending: Decimal
+    suppressed: bool = False
+    places: int = 2  # decimal places the asset moves in (2 for fiat, 8 for BTC)
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "asset": self.asset,
+            "totalBalance": self.total,
+            "availableBalance": self.available,
+            "pendingBalance": self.pending,
+            "bSuppressed": self.suppressed,
+        }
+
+
+def demo_accounts() -> list[SimAccount]:
+    d = Decimal
+    return [
+        SimAccount(1001, "USD", d("250000.00"), d("248500.00"), d("1500.00")),
+        SimAccount(1002, "EUR", d("98000.50"), d("98000.50"), d("0.00")),
+        SimAccount(1003, "GBP", d("12000.00"), d("12000.00"), d("0.00"), suppressed=True),
+        SimAccount(1004, "USDC", d("40000.00"), d("39000.00"), d("1000.00")),
+        SimAccount(1005, "BTC", d("3.12345678"), d("3.10000000"), d("0.02345678"), places=8),
+        SimAccount(1006, "ETH", d("45.50000000"), d("45.50000000"), d("0.00000000"), places=8),
+        SimAccount(1007, "USD", d("9200.00"), d("8700.00"), d("500.00")),
+    ]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do instead of answering normally, for requests to `endpoint` (None: any).
+
+    kind: "http" (answer `status`, with `retry_after` if set, and an error envelope),
+    "status0" (HTTP 200 with status "0" and `message_code`), "html" (HTTP 200 with an
+    HTML maintenance page), "truncated" (HTTP 200 with half a JSON body),
+    "delay" (sleep `delay` seconds, then answer normally), "reset" (close the connection).
+    """
+
+    kind: str
+    endpoint: str | None = None
+    status: int = 503
+    retry_after: str | None = None
+    message_code: str = "General_Error"
+    delay: float = 0.0
+
+
+def _json_bytes(value: object) -> bytes:
+    """JSON with Decimal written as an exact number, as the real API sends amounts."""
+    if isinstance(value, Decimal):
+        return format(value, "f").encode()
+    if isinstance(value, dict):
+        return b"{" + b",".join(json.dumps(k).encode() + b":" + _json_bytes(v) for k, v in value.items()) + b"}"
+    if isinstance(value, (list, tuple)):
+        return b"[" + b",".join(_json_bytes(v) for v in value) + b"]"
+    return json.dumps(value).encode()
+
+
+def _envelope(details: object, status: str = "1", errors: list | None = None, **extra: object) -> dict:
+    return {"id": 0, "details": details, "status": status, "errors": errors or [], **extra}
+
+
+def _error(code: str, field: str = "") -> dict:
+    return _envelope(None, "0", [{"fieldName": field, "messageCode": code}])
+
+
+class Simulator:
+    def __init__(
+        self,
+        accounts: list[SimAccount] | None = None,
+        *,
+        username: str = "demo",
+        password: str = "demo-password",
+        totp_secret: bytes = b"ibanera-demo-secret!",
+        token_lifetime: int = 3600,
+        report_number_of_pages: bool = True,
+        max_page_size: int | None = None,
+        drift_every: float | None = None,
+        clock: Callable[[], float] = time.time,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.username = username
+        self.password = password
+        # pyotp wants base32 text; the key bytes are the same whatever encoding the client is told.
+        self._totp = pyotp.TOTP(base64.b32encode(totp_secret).decode())
+        self.token_lifetime = token_lifetime
+        self.report_number_of_pages = report_number_of_pages
+        self.max_page_size = max_page_size
+        self._drift_every = drift_every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._accounts = {a.id: a for a in (demo_accounts() if accounts is None else accounts)}
+        self._tokens: dict[str, float] = {}
+        self._faults: deque[Fault] = deque()
+        self._failed_logins = 0
+        self._locked_until = 0.0
+        self._random = random.Random(6238)
+        self._last_drift = clock()
+        self.requests: Counter[str] = Counter()  # by path
+        self.logins_succeeded = 0
+        self.logins_failed = 0
+        self.issued_tokens: list[str] = []
+        self.otp_codes_seen: list[str] = []
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="simulator", daemon=True)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def totp_secret_base32(self) -> str:
+        return self._totp.secret
+
+    def start(self) -> "Simulator":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "Simulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- steering, for tests and the demo ---------------------------------------------
+
+    def accounts(self) -> list[SimAccount]:
+        with self._lock:
+            return sorted(self._accounts.values(), key=lambda a: a.id)
+
+    def set_accounts(self, accounts: list[SimAccount]) -> None:
+        with self._lock:
+            self._accounts = {a.id: a for a in accounts}
+
+    def update_account(self, account_id: int, **changes: object) -> None:
+        with self._lock:
+            self._accounts[account_id] = replace(self._accounts[account_id], **changes)
+
+    def remove_account(self, account_id: int) -> None:
+        with self._lock:
+            del self._accounts[account_id]
+
+    def revoke_tokens(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Apply `fault` to the next `times` requests to its endpoint."""
+        with self._lock:
+            self._faults.extend([fault] * times)
+
+    # -- the API ----------------------------------------------------------------------
+
+    def _take_fault(self, endpoint: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.endpoint in (None, endpoint):
+                    self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _login(self, body: object) -> tuple[int, dict]:
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body.get(k) for k in ("username", "password", "otp")):
+            return 400, _error("Required")
+        with self._lock:
+            now = self._clock()
+            if now < self._locked_until:
+                self.logins_failed += 1
+                return 400, _error("Account_Locked")
+            self.otp_codes_seen.append(body["otp"])
+            ok = (
+                secrets.compare_digest(body["username"], self.username)
+                and secrets.compare_digest(body["password"], self.password)
+                and self._totp.verify(body["otp"], for_time=now, valid_window=1)
+            )
+            if not ok:
+                self.logins_failed += 1
+                self._failed_logins += 1
+                if self._failed_logins >= LOCK_AFTER_FAILED_LOGINS:
+                    self._locked_until = now + LOCK_SECONDS
+                return 400, _error("Username_Or_Password_Incorrect")
+            self._failed_logins = 0
+            self.logins_succeeded += 1
+            token = secrets.token_urlsafe(32)
+            self._tokens[token] = now + self.token_lifetime
+            self.issued_tokens.append(token)
+        return 200, _envelope({"accessToken": token, "expiresIn": self.token_lifetime})
+
+    def _authorize(self, headers) -> tuple[int, dict] | None:
+        """None when the Bearer token and the otp header are good, else the refusal."""
+        auth = headers.get("Authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        with self._lock:
+            now = self._clock()
+            expires_at = self._tokens.get(token)
+            if expires_at is None or now >= expires_at:
+                return 401, _error("Unauthorized")
+            code = headers.get("otp", "")
+            self.otp_codes_seen.append(code)
+            if not self._totp.verify(code, for_time=now, valid_window=1):
+                return 400, _error("Invalid_Otp", "otp")
+        return None
+
+    def _balances(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+        with self._lock:
+            self._drift()
+            rows = [a.to_json() for a in sorted(self._accounts.values(), key=lambda a: a.id)]
+        if "pageNumber" not in query and "pageSize" not in query:
+            return 200, _envelope(rows)
+        try:
+            number = int(query.get("pageNumber", ["1"])[0])
+            size = int(query.get("pageSize", ["10"])[0])
+        except ValueError:
+            return 400, _error("Invalid", "pageNumber")
+        if number < 1 or size < 1:
+            return 400, _error("Invalid", "pageSize" if size < 1 else "pageNumber")
+        if self.max_page_size:
+            size = min(size, self.max_page_size)
+        pages = max(1, -(-len(rows) // size))
+        extra = {"pageSize": size, "pageNumber": number}
+        if self.report_number_of_pages:
+            extra["numberOfPages"] = pages
+        return 200, _envelope(rows[(number - 1) * size : number * size], **extra)
+
+    def _drift(self) -> None:
+        """Balances that move over time, for the demo: a small random walk per account."""
+        if not self._drift_every:
+            return
+        now = self._clock()
+        while now - self._last_drift >= self._drift_every:
+            self._last_drift += self._drift_every
+            for account in list(self._accounts.values()):
+                unit = Decimal(1).scaleb(-account.places)
+                step = (account.total * Decimal(self._random.uniform(-0.004, 0.005))).quantize(unit)
+                pending = max(Decimal(0), (account.total * Decimal(self._random.uniform(0, 0.01))).quantize(unit))
+                total = max(Decimal(0), account.total + step)
+                self._accounts[account.id] = replace(account, total=total, pending=pending, available=max(Decimal(0), total - pending))
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        simulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self._route("POST")
+
+            def do_GET(self) -> None:
+                self._route("GET")
+
+            def _route(self, method: str) -> None:
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                simulator.requests[url.path] += 1
+                endpoint = {LOGIN_PATH: "login", BALANCES_PATH: "balances"}.get(url.path)
+                if endpoint is None or (method == "POST") != (endpoint == "login"):
+                    return self._answer(404, _error("Not_Found"))
+                fault = simulator._take_fault(endpoint)
+                if fault is not None and fault.kind != "delay":
+                    return self._fault(fault)
+                if fault is not None:
+                    time.sleep(fault.delay)
+                if endpoint == "login":
+                    try:
+                        body = json.loads(raw or b"null")
+                    except ValueError:
+                        body = None
+                    return self._answer(*simulator._login(body))
+                refusal = simulator._authorize(self.headers)
+                if refusal is not None:
+                    return self._answer(*refusal)
+                return self._answer(*simulator._balances(parse_qs(url.query)))
+
+            def _fault(self, fault: Fault) -> None:
+                if fault.kind == "http":
+                    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                    return self._answer(fault.status, _error(f"HTTP_{fault.status}"), headers)
+                if fault.kind == "status0":
+                    return self._answer(200, _error(fault.message_code))
+                if fault.kind == "html":
+                    return self._raw(200, b"<html><body><h1>Down for maintenance</h1></body></html>", "text/html")
+                if fault.kind == "truncated":
+                    body = _json_bytes(_envelope([a.to_json() for a in simulator.accounts()]))
+                    return self._raw(200, body[: len(body) // 2], "application/json")
+                if fault.kind == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return None
+                raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+            def _answer(self, code: int, payload: dict, headers: dict | None = None) -> None:
+                self._raw(code, _json_bytes(payload), "application/json; charset=utf-8", headers)
+
+            def _raw(self, code: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                # The Date header follows the simulator's clock, which a test may skew.
+                return super().date_time_string(simulator._clock() if timestamp is None else timestamp)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # the exporter's logs are what a user reads; the stand-in stays quiet
+
+        return Handler

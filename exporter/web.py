@@ -1,0 +1,154 @@
+"""HTTP: `/` landing page, the telemetry path, `/-/healthy` and `/-/ready`."""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Sequence
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from .poller import ConnectionStatus
+
+log = logging.getLogger("exporter.web")
+
+
+class ListenAddressError(ValueError):
+    pass
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT', ':PORT' (all interfaces) or '[::1]:PORT', as Go exporters take it."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ListenAddressError(f"--web.listen-address: expected HOST:PORT or :PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port_text)
+
+
+@dataclass(frozen=True)
+class WebContext:
+    registry: CollectorRegistry
+    statuses: Callable[[], Sequence[ConnectionStatus]]
+    telemetry_path: str
+    version: str
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A restarted exporter must be able to bind its port again straight away.
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], context: WebContext) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.context = context
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "ibanera-exporter"
+
+    def do_GET(self) -> None:
+        context = self.server.context
+        path = urlsplit(self.path).path
+        if path == context.telemetry_path:
+            self._metrics(context)
+        elif path == "/":
+            self._send(200, "text/html; charset=utf-8", _landing_page(context).encode())
+        elif path == "/-/healthy":
+            self._send(200, "text/plain; charset=utf-8", b"Healthy.\n")
+        elif path == "/-/ready":
+            waiting = [s.name for s in context.statuses() if s.snapshot is None]
+            if waiting:
+                body = f"Not ready: no good poll yet for {', '.join(waiting)}.\n".encode()
+                self._send(503, "text/plain; charset=utf-8", body)
+            else:
+                self._send(200, "text/plain; charset=utf-8", b"Ready.\n")
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"Not found. See / for what this exporter serves.\n")
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def _metrics(self, context: WebContext) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        body = encoder(context.registry)
+        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+        if gzipped:
+            body = gzip.compress(body, compresslevel=6)
+        self._send(200, content_type, body, content_encoding="gzip" if gzipped else None)
+
+    def _send(self, code: int, content_type: str, body: bytes, content_encoding: str | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if content_encoding:
+            self.send_header("Content-Encoding", content_encoding)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+        log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
+
+
+def _landing_page(context: WebContext) -> str:
+    now = time.time()
+    rows = []
+    for status in context.statuses():
+        if status.snapshot is None:
+            last_success, accounts = "never", "–"
+        else:
+            age = now - status.snapshot.completed_at
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.snapshot.completed_at))
+            last_success, accounts = f"{stamp} ({age:.0f}s ago)", str(len(status.snapshot.accounts))
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(cell)}</td>"
+                for cell in (status.name, "up" if status.up else "down", last_success, accounts, status.last_error or "")
+            )
+            + "</tr>"
+        )
+    telemetry = html.escape(context.telemetry_path, quote=True)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Ibanera Exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style>
+</head><body>
+<h1>Ibanera Exporter</h1>
+<p>Version {html.escape(context.version)}. Balances of Ibanera asset accounts for Prometheus.</p>
+<ul><li><a href="{telemetry}">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
+<h2>Connections</h2>
+<table><tr><th>Connection</th><th>Last poll</th><th>Last good poll</th><th>Accounts</th><th>Last error</th></tr>
+{"".join(rows)}
+</table>
+</body></html>
+"""
+
+
+class WebServer:
+    def __init__(self, address: tuple[str, int], context: WebContext) -> None:
+        self._server = _Server(address, context)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
