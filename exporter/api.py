@@ -190,7 +190,7 @@ class IbaneraClient:
         self._stop_event = stop_event or threading.Event()
         self._clock = clock
         self._backoff = wait_exponential_jitter(
-            initial=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
+            multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
         )
         self._http = httpx.Client(
             base_url=connection.base_url,

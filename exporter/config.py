@@ -307,6 +307,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "'\\t'" in problem:
+            problem += " (YAML indents with spaces, not tabs)"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     # Relative *_file paths resolve against the config file's directory, like Prometheus.
     return parse_config(data, str(path), environ, base_dir=path.parent)

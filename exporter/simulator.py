@@ -144,7 +144,7 @@ class Simulator:
         self.otp_codes_seen: list[str] = []
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="simulator", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -290,6 +290,9 @@ class Simulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+            # and delayed ACKs add ~40 ms to every keep-alive request.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 self._route("POST")

@@ -1,0 +1,133 @@
+"""Fixtures: the embedded simulator and the exporter's parts wired as in the CLI, on loopback.
+
+Tests drive polls by hand (`stack.poll()`) so that what they assert never depends on
+a background thread's timing; the CLI tests cover the threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.api import IbaneraClient
+from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
+from exporter.metrics import ExporterCollector, build_registry
+from exporter.poller import Poller
+from exporter.simulator import SimAccount, Simulator
+from exporter.web import WebContext, WebServer
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+
+
+class FakeClock:
+    """Unix time that moves only when a test says so; shared by simulator and client."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def account(id: int, asset: str = "USD", total="100.00", available=None, pending="0", suppressed=False) -> SimAccount:
+    total = Decimal(total)
+    return SimAccount(id, asset, total, Decimal(available) if available is not None else total, Decimal(pending), suppressed)
+
+
+def connection_for(simulator: Simulator, **overrides) -> ConnectionConfig:
+    base = ConnectionConfig(
+        name="test",
+        base_url=simulator.url,
+        username=Secret(simulator.username),
+        password=Secret(simulator.password),
+        totp_secret=Secret(simulator.totp_secret_base32),
+        page_size=10,
+    )
+    return replace(base, **overrides)
+
+
+def samples(exposition: str) -> dict[tuple[str, frozenset], float]:
+    """Parse an exposition with prometheus_client's own parser: {(name, labels): value}."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+
+
+@dataclass
+class Stack:
+    simulator: Simulator
+    config: Config
+    clock: FakeClock
+    pollers: list[Poller] = field(default_factory=list)
+    server: WebServer | None = None
+    http: httpx.Client = field(default_factory=httpx.Client)
+
+    def poll(self) -> None:
+        for poller in self.pollers:
+            poller.poll_once()
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.http.get(f"http://127.0.0.1:{self.server.port}{path}", **kwargs)
+
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        response = self.get("/metrics")
+        assert response.status_code == 200
+        return samples(response.text)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.metrics().get((name, frozenset(labels.items())))
+
+    def balances(self, name: str = "ibanera_available_balance") -> dict[str, float]:
+        """{asset_account_id: value} for one balance metric."""
+        return {dict(labels)["asset_account_id"]: v for (n, labels), v in self.metrics().items() if n == name}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_stack(clock):
+    """make_stack(accounts=[...], simulator={...}, connections=[{...}], config={...}) -> Stack."""
+    started: list[Stack] = []
+
+    def make(accounts=None, simulator=None, connections=({},), config=None) -> Stack:
+        sim = Simulator(accounts if accounts is not None else [account(1)], clock=clock, **(simulator or {})).start()
+        conns = tuple(connection_for(sim, **{"name": f"c{i}", **c}) for i, c in enumerate(connections))
+        cfg = Config(connections=conns, retry=FAST_RETRY, **(config or {}))
+        stop = threading.Event()
+        stack = Stack(sim, cfg, clock)
+        started.append(stack)
+        for conn in conns:
+            client = IbaneraClient(conn, request_timeout=cfg.request_timeout, retry=cfg.retry,
+                                   login_backoff=cfg.login_backoff, stop_event=stop, clock=clock)
+            stack.pollers.append(Poller(client, cfg.poll_interval, stop))
+
+        def statuses():
+            return [p.status() for p in stack.pollers]
+
+        collector = ExporterCollector(statuses, poll_interval=cfg.poll_interval,
+                                      low_available_balance=cfg.low_available_balance, version="test")
+        stack.server = WebServer(("127.0.0.1", 0), WebContext(build_registry(collector), statuses, "/metrics", "test"))
+        stack.server.start()
+        return stack
+
+    yield make
+    for stack in started:
+        stack.http.close()
+        stack.server.stop()
+        for poller in stack.pollers:
+            poller.client.close()
+        stack.simulator.stop()

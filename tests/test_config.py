@@ -1,0 +1,137 @@
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, RetryPolicy, Secret, load_config, parse_duration
+
+SECRET_VALUES = {"IBANERA_USERNAME": "alice-the-user", "IBANERA_PASSWORD": "pa55-Very-Secret", "IBANERA_TOTP_SECRET": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+
+MINIMAL = """
+connections:
+  - name: main
+    username: alice
+    password: ${IBANERA_PASSWORD}
+    totp_secret: JBSWY3DPEHPK3PXP
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def load(tmp_path: Path, text: str, env=SECRET_VALUES):
+    return load_config(write(tmp_path, text), environ=env)
+
+
+def error_of(tmp_path: Path, text: str, env=SECRET_VALUES) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env)
+    message = str(info.value)
+    for secret in SECRET_VALUES.values():
+        assert secret not in message
+    return message
+
+
+def test_shipped_config_is_valid_with_its_environment_variables():
+    config = load_config(SHIPPED_CONFIG, environ=SECRET_VALUES)
+    (connection,) = config.connections
+    assert connection.base_url == "https://public-api.ibanera.com"
+    assert connection.password.reveal() == "pa55-Very-Secret"
+    assert config.poll_interval == 60 and config.login_backoff == 900
+    assert config.retry == RetryPolicy(max_attempts=4, initial_backoff=1.0, max_backoff=30.0)
+    assert config.low_available_balance == {"USD": Decimal("10000"), "USDC": Decimal("5000")}
+
+
+def test_defaults(tmp_path):
+    config = load(tmp_path, MINIMAL)
+    (connection,) = config.connections
+    assert (connection.base_url, connection.page_size, connection.totp_secret_encoding) == (
+        "https://public-api.ibanera.com", 100, "base32")
+    assert config.request_timeout == 10 and config.low_available_balance == {}
+
+
+@pytest.mark.parametrize("text, seconds", [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), (45, 45), (2.5, 2.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text, "poll_interval") == seconds
+
+
+@pytest.mark.parametrize("bad", ["fast", "10 s", "-5s", "0s", 0, True, None, "5x"])
+def test_bad_durations_name_the_key(bad):
+    with pytest.raises(ConfigError, match="poll_interval"):
+        parse_duration(bad, "poll_interval")
+
+
+def test_secrets_from_files_relative_to_the_config(tmp_path):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "password").write_text("from-a-file\n")
+    text = MINIMAL.replace("password: ${IBANERA_PASSWORD}", "password_file: secrets/password")
+    assert load(tmp_path, text).connections[0].password.reveal() == "from-a-file"
+
+
+def test_secrets_never_show_in_repr(tmp_path):
+    config = load(tmp_path, MINIMAL)
+    assert "pa55-Very-Secret" not in repr(config)
+    assert "JBSWY3DPEHPK3PXP" not in repr(config)
+    assert repr(Secret("x")) == "Secret('********')"
+
+
+def test_dollar_dollar_is_a_literal_dollar(tmp_path):
+    config = load(tmp_path, MINIMAL.replace("${IBANERA_PASSWORD}", "'pa$$word'"))
+    assert config.connections[0].password.reveal() == "pa$word"
+
+
+@pytest.mark.parametrize(
+    "change, key, says",
+    [
+        (("  - name: main", "  - name: main\n    colour: blue"), "connections[0].colour", "unknown key"),
+        (("connections:", "pol_interval: 60s\nconnections:"), "pol_interval", "unknown key"),
+        (("connections:", "poll_interval: soon\nconnections:"), "poll_interval", "duration"),
+        (("connections:", "login_backoff: 1m\nconnections:"), "login_backoff", "at least 10m"),
+        (("connections:", "retry: {max_attempts: many}\nconnections:"), "retry.max_attempts", "whole number"),
+        (("connections:", "retry: {initial_backoff: 10s, max_backoff: 1s}\nconnections:"), "retry.max_backoff", "shorter"),
+        (("    username: alice\n", ""), "connections[0].username", "required"),
+        (("password: ${IBANERA_PASSWORD}", "password: ${NOT_SET_ANYWHERE}"), "connections[0].password", "NOT_SET_ANYWHERE is not set"),
+        (("password: ${IBANERA_PASSWORD}", "password: 12345"), "connections[0].password", "expected a non-empty string, got a number"),
+        (("password: ${IBANERA_PASSWORD}", "password_file: /nonexistent/pw"), "connections[0].password_file", "cannot read /nonexistent/pw"),
+        (("password: ${IBANERA_PASSWORD}", "password: x\n    password_file: /x"), "connections[0].password", "not both"),
+        (("totp_secret: JBSWY3DPEHPK3PXP", "totp_secret: not-base-32!"), "connections[0].totp_secret", "not valid base32"),
+        (("    username: alice\n", "    username: alice\n    totp_secret_encoding: hex\n"), "connections[0].totp_secret_encoding", "base32, ascii"),
+        (("    username: alice\n", "    username: alice\n    page_size: 0\n"), "connections[0].page_size", "between 1 and 10000"),
+        (("    username: alice\n", "    username: alice\n    base_url: ftp://x\n"), "connections[0].base_url", "http"),
+        (("  - name: main", "  - name: 'has space'"), "connections[0].name", "letters"),
+        (("connections:", "thresholds: {low_available_balance: {USD: lots}}\nconnections:"), "thresholds.low_available_balance.USD", "number"),
+    ],
+)
+def test_each_mistake_names_its_key_and_file(tmp_path, change, key, says):
+    message = error_of(tmp_path, MINIMAL.replace(*change))
+    assert message.startswith(str(tmp_path / "config.yaml"))
+    assert key in message and says in message
+
+
+def test_duplicate_connection_names(tmp_path):
+    second = MINIMAL.split("connections:\n")[1]
+    message = error_of(tmp_path, MINIMAL + second)
+    assert "connections[1].name" in message and "used by another" in message
+
+
+def test_no_connections(tmp_path):
+    assert "connections: expected a list of one or more" in error_of(tmp_path, "connections: []")
+
+
+def test_invalid_yaml_says_where(tmp_path):
+    message = error_of(tmp_path, "connections:\n\t- name: main\n")
+    assert "line 2, column 1" in message and "tab" in message
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config("/nonexistent/config.yaml")
+
+
+def test_secret_that_is_mistyped_as_a_mapping_is_not_echoed(tmp_path):
+    message = error_of(tmp_path, MINIMAL.replace("password: ${IBANERA_PASSWORD}", "password: {pa55-Very-Secret: 1}"))
+    assert "connections[0].password" in message and "a mapping" in message
