@@ -104,6 +104,13 @@ def _error(code: str, field: str = "") -> dict:
     return _envelope(None, "0", [{"fieldName": field, "messageCode": code}])
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        pass  # injected resets and clients that hang up are part of the job, not news
+
+
 class Simulator:
     def __init__(
         self,
@@ -142,8 +149,7 @@ class Simulator:
         self.logins_failed = 0
         self.issued_tokens: list[str] = []
         self.otp_codes_seen: list[str] = []
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _QuietServer((host, port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------

@@ -6,6 +6,7 @@ import gzip
 import html
 import logging
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ class _Server(ThreadingHTTPServer):
         self.context = context
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        # socketserver would print a traceback to stderr; a scraper that hangs up early is
+        # routine, anything else is worth one log line.
+        error = sys.exc_info()[1]
+        level = logging.DEBUG if isinstance(error, ConnectionError) else logging.WARNING
+        log.log(level, "http connection failed", extra={"client": client_address[0], "error": repr(error)})
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
@@ -86,7 +94,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self, context: WebContext) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        body = encoder(context.registry)
+        try:
+            body = encoder(context.registry)
+        except Exception:  # a bug in a collector: answer 500 rather than half an exposition
+            log.exception("building the metrics failed")
+            self._send(500, "text/plain; charset=utf-8", b"Error building the metrics; see the exporter's log.\n")
+            return
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
         if gzipped:
             body = gzip.compress(body, compresslevel=6)

@@ -3,12 +3,16 @@
 import gzip
 from decimal import Decimal
 
+import httpx
+from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from conftest import account, samples
 from exporter.config import Secret
 from exporter.simulator import Fault
+from exporter.web import WebContext, WebServer
 
 # The metric contract of design.md: name -> (type, labels).
 ACCOUNT = {"connection", "asset_account_id", "asset"}
@@ -202,3 +206,20 @@ def test_gzip_and_openmetrics(make_stack):
     assert om.headers["Content-Type"].startswith("application/openmetrics-text")
     names = {f.name for f in parse_openmetrics(om.text)}
     assert {"ibanera_total_balance", "ibanera_polls"} <= names
+
+
+def test_a_failing_collector_answers_500_and_the_server_lives_on():
+    class Broken(Collector):
+        def collect(self):
+            raise RuntimeError("a bug")
+
+    registry = CollectorRegistry()
+    registry.register(Broken())
+    server = WebServer(("127.0.0.1", 0), WebContext(registry, lambda: [], "/metrics", "test"))
+    server.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as http:
+            assert http.get("/metrics").status_code == 500
+            assert http.get("/-/healthy").status_code == 200
+    finally:
+        server.stop()
