@@ -38,6 +38,7 @@ BALANCES_PATH = "/api/v1/customer/accounts/balances"
 KNOWN_LOGIN_REFUSALS = frozenset(
     {"Required", "Username_Or_Password_Incorrect", "Account_Not_Verified", "Account_Locked", "Account_Suppressed"}
 )
+LOGIN_FAILURE_REASONS = (*sorted(KNOWN_LOGIN_REFUSALS), "other")
 _MESSAGE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 log = logging.getLogger("exporter.api")
@@ -118,7 +119,8 @@ class ClientCounters:
         self._requests: Counter[tuple[str, str]] = Counter()
         self._retries: Counter[str] = Counter()
         self._logins = 0
-        self._login_failures: Counter[str] = Counter()
+        # Every reason starts at 0, so the first refusal is an increase that alerts can see.
+        self._login_failures: Counter[str] = Counter(dict.fromkeys(LOGIN_FAILURE_REASONS, 0))
 
     def request(self, endpoint: str, code: str) -> None:
         with self._lock:

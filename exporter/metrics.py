@@ -30,6 +30,7 @@ class ExporterCollector(Collector):
         version: str,
     ) -> None:
         self._statuses = statuses
+        self._poll_interval = poll_interval
         self._thresholds = low_available_balance
         self._version = version
         self._refreshed = f"Refreshed by a background poller every {format_duration(poll_interval)}."
@@ -46,6 +47,11 @@ class ExporterCollector(Collector):
         for asset, amount in sorted(self._thresholds.items()):
             threshold.add_metric([asset], float(amount))
         yield threshold
+        interval = GaugeMetricFamily(
+            "ibanera_poll_interval_seconds", "Configured time between the starts of two polls (poll_interval)."
+        )
+        interval.add_metric([], self._poll_interval)
+        yield interval
         build = GaugeMetricFamily("ibanera_exporter_build_info", "Version of ibanera-exporter, always 1.", labels=["version"])
         build.add_metric([self._version], 1)
         yield build

@@ -18,6 +18,13 @@ from .model import AccountBalance
 
 log = logging.getLogger("exporter.poller")
 
+# The `reason` of every ApiError, plus "internal" for a bug. All are exported from the
+# start at 0, so that rate() and increase() see the first failure of each kind.
+POLL_FAILURE_REASONS = (
+    "timeout", "connection_error", "http_429", "http_5xx", "unauthorized", "rejected",
+    "login_refused", "login_backoff", "malformed", "too_many_pages", "internal",
+)
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -51,7 +58,7 @@ class Poller:
         self._snapshot: Snapshot | None = None
         self._up = False
         self._polls = 0
-        self._failures: Counter[str] = Counter()
+        self._failures: Counter[str] = Counter(dict.fromkeys(POLL_FAILURE_REASONS, 0))
         self._last_duration: float | None = None
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from conftest import account, samples
 from exporter.config import Secret
+from exporter.poller import POLL_FAILURE_REASONS
 from exporter.simulator import Fault
 from exporter.web import WebContext, WebServer
 
@@ -33,6 +34,7 @@ CONTRACT = {
     "ibanera_login_failures": ("counter", {"connection", "reason"}),
     "ibanera_token_expiry_timestamp_seconds": ("gauge", {"connection"}),
     "ibanera_balance_low_threshold": ("gauge", {"asset"}),
+    "ibanera_poll_interval_seconds": ("gauge", set()),
     "ibanera_exporter_build_info": ("gauge", {"version"}),
 }
 
@@ -223,3 +225,16 @@ def test_a_failing_collector_answers_500_and_the_server_lives_on():
             assert http.get("/-/healthy").status_code == 200
     finally:
         server.stop()
+
+
+def test_failure_counters_start_at_zero_for_every_reason(make_stack):
+    stack = make_stack()
+    stack.poll()
+    metrics = stack.metrics()
+    poll_reasons = {dict(l)["reason"]: v for (n, l), v in metrics.items() if n == "ibanera_poll_failures_total"}
+    login_reasons = {dict(l)["reason"]: v for (n, l), v in metrics.items() if n == "ibanera_login_failures_total"}
+    assert set(poll_reasons) == set(POLL_FAILURE_REASONS) and set(poll_reasons.values()) == {0}
+    assert set(login_reasons) == {"Required", "Username_Or_Password_Incorrect", "Account_Not_Verified",
+                                  "Account_Locked", "Account_Suppressed", "other"}
+    assert set(login_reasons.values()) == {0}
+    assert stack.value("ibanera_poll_interval_seconds") == 60
