@@ -33,6 +33,7 @@ from .totp import decode_secret, totp_at
 
 LOGIN_PATH = "/api/v1/public/auth/login"
 BALANCES_PATH = "/api/v1/customer/accounts/balances"
+ENDPOINTS = ("login", "accounts_balances")  # the `endpoint` label
 # The documented login refusals; anything else is counted as "other" so that a server
 # cannot grow the label set of ibanera_login_failures_total without bound.
 KNOWN_LOGIN_REFUSALS = frozenset(
@@ -117,9 +118,9 @@ class ClientCounters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str]] = Counter()
-        self._retries: Counter[str] = Counter()
+        self._retries: Counter[str] = Counter(dict.fromkeys(ENDPOINTS, 0))
         self._logins = 0
-        # Every reason starts at 0, so the first refusal is an increase that alerts can see.
+        # Every reason and endpoint starts at 0, so that the first one is an increase alerts can see.
         self._login_failures: Counter[str] = Counter(dict.fromkeys(LOGIN_FAILURE_REASONS, 0))
 
     def request(self, endpoint: str, code: str) -> None:

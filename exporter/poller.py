@@ -67,7 +67,8 @@ class Poller:
         self._thread.start()
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def status(self) -> ConnectionStatus:
         with self._lock:

@@ -6,10 +6,15 @@ a background thread's timing; the CLI tests cover the threads.
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -72,6 +77,20 @@ class Stack:
     pollers: list[Poller] = field(default_factory=list)
     server: WebServer | None = None
     http: httpx.Client = field(default_factory=httpx.Client)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def start_polling(self) -> None:
+        for poller in self.pollers:
+            poller.start()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.http.close()
+        self.server.stop()
+        for poller in self.pollers:
+            poller.join(2)
+            poller.client.close()
+        self.simulator.stop()
 
     def poll(self) -> None:
         for poller in self.pollers:
@@ -98,36 +117,76 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def build_stack(clock, accounts=None, simulator=None, connections=({},), config=None) -> Stack:
+    """Simulator + one client and poller per connection + collector + web server, on loopback."""
+    sim = Simulator(accounts if accounts is not None else [account(1)], clock=clock, **(simulator or {})).start()
+    conns = tuple(connection_for(sim, **{"name": f"c{i}", **c}) for i, c in enumerate(connections))
+    cfg = Config(connections=conns, **{"retry": FAST_RETRY, **(config or {})})
+    stack = Stack(sim, cfg, clock)
+    for conn in conns:
+        client = IbaneraClient(conn, request_timeout=cfg.request_timeout, retry=cfg.retry,
+                               login_backoff=cfg.login_backoff, stop_event=stack.stop_event, clock=clock)
+        stack.pollers.append(Poller(client, cfg.poll_interval, stack.stop_event))
+
+    def statuses():
+        return [p.status() for p in stack.pollers]
+
+    collector = ExporterCollector(statuses, poll_interval=cfg.poll_interval,
+                                  low_available_balance=cfg.low_available_balance, version="test")
+    stack.server = WebServer(("127.0.0.1", 0), WebContext(build_registry(collector), statuses, "/metrics", "test"))
+    stack.server.start()
+    return stack
+
+
 @pytest.fixture
 def make_stack(clock):
     """make_stack(accounts=[...], simulator={...}, connections=[{...}], config={...}) -> Stack."""
     started: list[Stack] = []
 
-    def make(accounts=None, simulator=None, connections=({},), config=None) -> Stack:
-        sim = Simulator(accounts if accounts is not None else [account(1)], clock=clock, **(simulator or {})).start()
-        conns = tuple(connection_for(sim, **{"name": f"c{i}", **c}) for i, c in enumerate(connections))
-        cfg = Config(connections=conns, retry=FAST_RETRY, **(config or {}))
-        stop = threading.Event()
-        stack = Stack(sim, cfg, clock)
+    def make(accounts=None, **kwargs) -> Stack:
+        stack = build_stack(clock, accounts, **kwargs)
         started.append(stack)
-        for conn in conns:
-            client = IbaneraClient(conn, request_timeout=cfg.request_timeout, retry=cfg.retry,
-                                   login_backoff=cfg.login_backoff, stop_event=stop, clock=clock)
-            stack.pollers.append(Poller(client, cfg.poll_interval, stop))
-
-        def statuses():
-            return [p.status() for p in stack.pollers]
-
-        collector = ExporterCollector(statuses, poll_interval=cfg.poll_interval,
-                                      low_available_balance=cfg.low_available_balance, version="test")
-        stack.server = WebServer(("127.0.0.1", 0), WebContext(build_registry(collector), statuses, "/metrics", "test"))
-        stack.server.start()
         return stack
 
     yield make
     for stack in started:
-        stack.http.close()
-        stack.server.stop()
-        for poller in stack.pollers:
-            poller.client.close()
-        stack.simulator.stop()
+        stack.close()
+
+
+SCRIPT = str(Path(sys.executable).parent / "ibanera-exporter")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Running:
+    """The console script as a daemon on a free port, found through its 'listening' log line."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.proc = subprocess.Popen([SCRIPT, "--web.listen-address", "127.0.0.1:0", *args],
+                                     stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"exporter exited early: {self.lines}")
+            self.lines.append(line)
+            match = re.search(r"127\.0\.0\.1:(\d+)", line) if "listening" in line else None
+            if match:
+                self.url = f"http://127.0.0.1:{match.group(1)}"
+                return
+        raise AssertionError(f"no listening line: {self.lines}")
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if httpx.get(self.url + "/-/ready").status_code == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError("never ready")
+
+    def stop(self) -> tuple[int, float, str]:
+        """SIGTERM; returns the exit code, the seconds it took, and everything it logged."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        _, rest = self.proc.communicate(timeout=10)
+        return self.proc.returncode, time.monotonic() - started, "".join(self.lines) + rest

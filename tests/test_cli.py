@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import samples
+from conftest import ROOT, SCRIPT, Running, samples
 
-SCRIPT = str(Path(sys.executable).parent / "ibanera-exporter")
-ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "IBANERA_USERNAME": "alice-the-user", "IBANERA_PASSWORD": "pa55-Very-Secret",
        "IBANERA_TOTP_SECRET": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}
 SECRETS = [ENV["IBANERA_PASSWORD"], ENV["IBANERA_TOTP_SECRET"]]
@@ -28,42 +23,8 @@ def run(*args: str, env=ENV) -> subprocess.CompletedProcess:
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env, timeout=30, cwd=ROOT)
 
 
-class Running:
-    """The exporter as a daemon: started on a free port, found through its 'listening' log line."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([SCRIPT, "--web.listen-address", "127.0.0.1:0", *args],
-                                     stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                raise AssertionError(f"exporter exited early: {self.lines}")
-            self.lines.append(line)
-            match = re.search(r"127\.0\.0\.1:(\d+)", line) if "listening" in line else None
-            if match:
-                self.url = f"http://127.0.0.1:{match.group(1)}"
-                return
-        raise AssertionError(f"no listening line: {self.lines}")
-
-    def wait_ready(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if httpx.get(self.url + "/-/ready").status_code == 200:
-                return
-            time.sleep(0.1)
-        raise AssertionError("never ready")
-
-    def stop(self) -> tuple[int, float, str]:
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        _, rest = self.proc.communicate(timeout=10)
-        return self.proc.returncode, time.monotonic() - started, "".join(self.lines) + rest
-
-
 def test_demo_end_to_end_then_sigterm():
-    exporter = Running("--demo")
+    exporter = Running("--demo", env=ENV)
     try:
         assert httpx.get(exporter.url + "/-/healthy").status_code == 200
         exporter.wait_ready()
@@ -81,7 +42,7 @@ def test_demo_end_to_end_then_sigterm():
 
 
 def test_json_logs_are_one_object_per_line():
-    exporter = Running("--demo", "--log.format", "json")
+    exporter = Running("--demo", "--log.format", "json", env=ENV)
     try:
         exporter.wait_ready()
     finally:
