@@ -21,19 +21,20 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from . import __version__
-from .config import ConnectionConfig, RetryPolicy
+from .config import DEFAULT_MAX_RESPONSE_SIZE, ConnectionConfig, RetryPolicy
 from .model import AccountBalance, InvalidRow, parse_account
-from .totp import decode_secret, totp_at
+from .totp import STEP_SECONDS, decode_secret, totp_at
 
 LOGIN_PATH = "/api/v1/public/auth/login"
 BALANCES_PATH = "/api/v1/customer/accounts/balances"
-ENDPOINTS = ("login", "accounts_balances")  # the `endpoint` label
+ENDPOINTS = ("login", "accounts_balances")  # the `endpoint` label ("clock" too, for the probe)
+CLOCK_OFFSET_TOLERANCE = 2.0  # seconds
 # The documented login refusals; anything else is counted as "other" so that a server
 # cannot grow the label set of ibanera_login_failures_total without bound.
 KNOWN_LOGIN_REFUSALS = frozenset(
@@ -69,9 +70,13 @@ class ApiRejected(ApiError):
 
     reason = "rejected"
 
-    def __init__(self, message: str, codes: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, errors: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
-        self.codes = codes
+        self.errors = errors  # (fieldName, messageCode) pairs, sanitised
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(code for _, code in self.errors)
 
 
 class LoginRefused(ApiError):
@@ -92,6 +97,10 @@ class TooManyPages(MalformedResponse):
     reason = "too_many_pages"
 
 
+class ResponseTooLarge(MalformedResponse):
+    reason = "too_large"
+
+
 class Cancelled(Exception):
     """The exporter is shutting down; raised out of a retry sleep."""
 
@@ -100,6 +109,13 @@ class Cancelled(Exception):
 class BalancesResult:
     accounts: tuple[AccountBalance, ...]
     pages: int
+
+
+@dataclass(frozen=True)
+class BalancesPage:
+    accounts: tuple[AccountBalance, ...]
+    number_of_pages: int | None  # None when the reply does not say
+    served_size: int | None  # the pageSize the server says it used
 
 
 @dataclass(frozen=True)
@@ -161,15 +177,70 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
-def _message_codes(payload: object) -> tuple[str, ...]:
+def _errors(payload: object) -> tuple[tuple[str, str], ...]:
+    """The (fieldName, messageCode) pairs of an error envelope, each cut to a safe token."""
     errors = payload.get("errors") if isinstance(payload, dict) else None
     if not isinstance(errors, list):
         return ()
-    codes = []
-    for error in errors:
-        code = error.get("messageCode") if isinstance(error, dict) else None
-        codes.append(code if isinstance(code, str) and _MESSAGE_CODE.match(code) else "unrecognised")
-    return tuple(codes)
+
+    def token(value: object) -> str:
+        return value if isinstance(value, str) and _MESSAGE_CODE.match(value) else "unrecognised"
+
+    return tuple(
+        (token(e.get("fieldName")) if e.get("fieldName") else "", token(e.get("messageCode")))
+        for e in errors if isinstance(e, dict)
+    )
+
+
+def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], content: bytes, now: float) -> dict:
+    """An HTTP reply -> the envelope of a success, or the ApiError that says what went wrong."""
+    if status == 429 or status >= 500:
+        retry_after = parse_retry_after(headers.get("Retry-After"), now)
+        reason = "http_429" if status == 429 else "http_5xx"
+        raise TransientError(reason, f"{endpoint}: HTTP {status}", retry_after)
+    if status == 401:
+        raise Unauthorized(f"{endpoint}: HTTP 401")
+    try:
+        payload = json.loads(content, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        payload = None
+    if not 200 <= status < 300:
+        errors = _errors(payload)
+        codes = ", ".join(code for _, code in errors)
+        raise ApiRejected(f"{endpoint}: HTTP {status}" + (f" ({codes})" if codes else ""), errors)
+    if not isinstance(payload, dict):
+        content_type = headers.get("Content-Type", "no content type")
+        raise MalformedResponse(f"{endpoint}: HTTP {status} but the body is not a JSON object ({content_type})")
+    if payload.get("status") == "1":
+        return payload
+    if payload.get("status") == "0":
+        errors = _errors(payload)
+        codes = ", ".join(code for _, code in errors)
+        raise ApiRejected(f"{endpoint}: status 0 ({codes or 'no messageCode'})", errors)
+    raise MalformedResponse(f"{endpoint}: the envelope has no status \"1\" or \"0\"")
+
+
+def read_balances_page(envelope: dict, page: int) -> BalancesPage:
+    """One page of GET /customer/accounts/balances, every row validated, or MalformedResponse."""
+    rows = envelope.get("details")
+    if not isinstance(rows, list):
+        raise MalformedResponse(f"balances page {page}: details is not a list")
+    reported_page = envelope.get("pageNumber")
+    if _is_int(reported_page) and reported_page != page:
+        raise MalformedResponse(f"balances page {page}: the server answered with page {reported_page}")
+    accounts = []
+    for row in rows:
+        try:
+            accounts.append(parse_account(row))
+        except InvalidRow as exc:
+            raise MalformedResponse(f"balances page {page}: {exc}") from None
+    number_of_pages = envelope.get("numberOfPages")
+    served_size = envelope.get("pageSize")
+    return BalancesPage(
+        accounts=tuple(accounts),
+        number_of_pages=number_of_pages if _is_int(number_of_pages) else None,
+        served_size=served_size if _is_int(served_size) and served_size > 0 else None,
+    )
 
 
 class IbaneraClient:
@@ -182,16 +253,20 @@ class IbaneraClient:
         request_timeout: float,
         retry: RetryPolicy,
         login_backoff: float,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.connection = connection
+        self._max_response_size = max_response_size
         self.counters = ClientCounters()
         self._key = decode_secret(connection.totp_secret.reveal(), connection.totp_secret_encoding)
         self._retry = retry
         self._login_backoff = login_backoff
         self._stop_event = stop_event or threading.Event()
         self._clock = clock
+        self._sleep = sleep or self._sleep_unless_stopped
         self._backoff = wait_exponential_jitter(
             multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
         )
@@ -205,6 +280,12 @@ class IbaneraClient:
         self._token_expires_at: float | None = None
         self._token_renew_at = 0.0
         self._logins_paused_until: float | None = None
+        self._clock_offset: float | None = None  # server time minus ours, from Date headers
+        self._last_code_step: int | None = None
+        self._last_code_reused = False
+        # Whether one code may serve several requests is undocumented: assume it may, until
+        # the API rejects a reused code; from then on every request waits for a fresh one.
+        self._fresh_code_per_request = False
 
     @property
     def token_expires_at(self) -> float | None:
@@ -213,6 +294,10 @@ class IbaneraClient:
     @property
     def logins_paused_until(self) -> float | None:
         return self._logins_paused_until
+
+    @property
+    def clock_offset(self) -> float | None:
+        return self._clock_offset
 
     def close(self) -> None:
         self._http.close()
@@ -229,36 +314,26 @@ class IbaneraClient:
             if page > self.connection.max_pages:
                 raise TooManyPages(f"more than max_pages={self.connection.max_pages} pages of balances")
             envelope = self._get_authorized("accounts_balances", BALANCES_PATH, {"pageNumber": page, "pageSize": size})
-            rows = envelope.get("details")
-            if not isinstance(rows, list):
-                raise MalformedResponse(f"balances page {page}: details is not a list")
-            reported_page = envelope.get("pageNumber")
-            if _is_int(reported_page) and reported_page != page:
-                raise MalformedResponse(f"balances page {page}: the server answered with page {reported_page}")
-            for row in rows:
-                try:
-                    account = parse_account(row)
-                except InvalidRow as exc:
-                    raise MalformedResponse(f"balances page {page}: {exc}") from None
+            result = read_balances_page(envelope, page)
+            for account in result.accounts:
                 if account.asset_account_id in seen_ids:
                     # A repeated id means pages overlapped or repeated: which row is right is unknown.
                     raise MalformedResponse(f"balances page {page}: account {account.asset_account_id} appears twice")
                 seen_ids.add(account.asset_account_id)
-                accounts.append(account)
-            number_of_pages = envelope.get("numberOfPages")
-            if _is_int(number_of_pages):
-                if number_of_pages > self.connection.max_pages:
-                    raise TooManyPages(f"the server reports {number_of_pages} pages, more than max_pages={self.connection.max_pages}")
-                if page >= number_of_pages:
+            accounts.extend(result.accounts)
+            if result.number_of_pages is not None:
+                if result.number_of_pages > self.connection.max_pages:
+                    raise TooManyPages(
+                        f"the server reports {result.number_of_pages} pages, more than max_pages={self.connection.max_pages}"
+                    )
+                if page >= result.number_of_pages:
                     break
-                if not rows:
-                    raise MalformedResponse(f"balances page {page} of {number_of_pages} is empty")
-            else:
-                # No page count: a short page is the last one. The server may cap pageSize
-                # below what we asked, so compare with the size it says it used.
-                served_size = envelope.get("pageSize")
-                if len(rows) < (served_size if _is_int(served_size) and served_size > 0 else size):
-                    break
+                if not result.accounts:
+                    raise MalformedResponse(f"balances page {page} of {result.number_of_pages} is empty")
+            # No page count: a short page is the last one. The server may cap pageSize below
+            # what we asked, so compare with the size it says it used.
+            elif len(result.accounts) < (result.served_size or size):
+                break
             page += 1
         return BalancesResult(tuple(accounts), pages=page)
 
@@ -275,20 +350,23 @@ class IbaneraClient:
         now = self._clock()
         if self._logins_paused_until is not None and now < self._logins_paused_until:
             raise LoginPaused(f"logins paused after a refused login, next attempt at {_iso(self._logins_paused_until)}")
+        if self._clock_offset is None:
+            self._probe_clock()
 
         def send_login() -> dict:
             self.counters.login()
             body = {
                 "username": self.connection.username.reveal(),
                 "password": self.connection.password.reveal(),
-                "otp": self._code(),
+                # A refused login counts towards Ibanera's lock: never risk a reused code here.
+                "otp": self._code(fresh=True),
             }
             return self._send("login", "POST", LOGIN_PATH, json_body=body)
 
         try:
             envelope = self._with_retries("login", send_login)
         except (ApiRejected, Unauthorized) as exc:
-            codes = getattr(exc, "codes", ()) or (exc.reason,)
+            codes = (exc.codes if isinstance(exc, ApiRejected) else ()) or (exc.reason,)
             self.counters.login_failure(codes[0] if codes[0] in KNOWN_LOGIN_REFUSALS else "other")
             self._logins_paused_until = self._clock() + self._login_backoff
             raise LoginRefused(
@@ -321,10 +399,53 @@ class IbaneraClient:
             # The token was revoked or expired early: one new login, one more try.
             log.info("token refused with HTTP 401, logging in again", extra={"connection": self.connection.name})
             self._login()
-            return self._with_retries(endpoint, send)
+        except ApiRejected as exc:
+            if not (self._last_code_reused and _is_otp_refusal(exc)):
+                raise
+            self._fresh_code_per_request = True
+            log.info("the API refused a one-time code used twice; from now on every request waits for a fresh code",
+                     extra={"connection": self.connection.name})
+        return self._with_retries(endpoint, send)
 
-    def _code(self) -> str:
-        return totp_at(self._key, self._clock())
+    def _code(self, fresh: bool = False) -> str:
+        """The TOTP code for now, on the server's clock; from a step not used before if asked."""
+        now = self._server_time()
+        step = int(now // STEP_SECONDS)
+        if (fresh or self._fresh_code_per_request) and step == self._last_code_step:
+            self._sleep((step + 1) * STEP_SECONDS - now + 0.05)
+            now = self._server_time()
+            step = int(now // STEP_SECONDS)
+        self._last_code_reused = step == self._last_code_step
+        self._last_code_step = step
+        return totp_at(self._key, now)
+
+    def _server_time(self) -> float:
+        # Trust our own clock unless the server's differs by more than the noise of
+        # whole-second Date headers: then codes from our clock would be refused.
+        offset = self._clock_offset or 0.0
+        return self._clock() + (offset if abs(offset) > CLOCK_OFFSET_TOLERANCE else 0.0)
+
+    def _probe_clock(self) -> None:
+        """Learn the server's clock before the first login, from any reply's Date header.
+
+        A login with a code from a skewed clock would be refused, and every refusal counts
+        towards the lock; a GET of / without credentials costs nothing of the kind.
+        """
+        try:
+            sent_at = self._clock()
+            response = self._http.get("/")
+            self.counters.request("clock", str(response.status_code))
+            self._observe_date(response, sent_at)
+        except httpx.HTTPError:
+            self.counters.request("clock", "error")
+
+    def _observe_date(self, response: httpx.Response, sent_at: float) -> None:
+        try:
+            server_time = parsedate_to_datetime(response.headers["Date"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return
+        # Date is truncated to the second: its true value is half a second later on average.
+        self._clock_offset = server_time + 0.5 - (sent_at + self._clock()) / 2
 
     # -- one request ------------------------------------------------------------------
 
@@ -332,8 +453,15 @@ class IbaneraClient:
         headers = {}
         if token is not None:
             headers = {"Authorization": f"Bearer {token}", "otp": self._code()}
+        request = self._http.build_request(method, path, params=params, json=json_body, headers=headers)
+        sent_at = self._clock()
         try:
-            response = self._http.request(method, path, params=params, json=json_body, headers=headers)
+            response = self._http.send(request, stream=True)
+            self._observe_date(response, sent_at)
+            try:
+                content = self._read_capped(endpoint, response)
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
             self.counters.request(endpoint, "timeout")
             raise TransientError("timeout", f"{endpoint}: no answer within the request timeout ({type(exc).__name__})") from None
@@ -341,32 +469,23 @@ class IbaneraClient:
             self.counters.request(endpoint, "error")
             raise TransientError("connection_error", f"{endpoint}: {type(exc).__name__}: {exc}") from None
         self.counters.request(endpoint, str(response.status_code))
-        return self._envelope(endpoint, response)
+        return decode_envelope(endpoint, response.status_code, response.headers, content, self._clock())
 
-    def _envelope(self, endpoint: str, response: httpx.Response) -> dict:
-        status = response.status_code
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
-            reason = "http_429" if status == 429 else "http_5xx"
-            raise TransientError(reason, f"{endpoint}: HTTP {status}", retry_after)
-        if status == 401:
-            raise Unauthorized(f"{endpoint}: HTTP 401")
-        try:
-            payload = json.loads(response.content, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            payload = None
-        if not 200 <= status < 300:
-            codes = _message_codes(payload)
-            raise ApiRejected(f"{endpoint}: HTTP {status}" + (f" ({', '.join(codes)})" if codes else ""), codes)
-        if not isinstance(payload, dict):
-            content_type = response.headers.get("Content-Type", "no content type")
-            raise MalformedResponse(f"{endpoint}: HTTP {status} but the body is not a JSON object ({content_type})")
-        if payload.get("status") == "1":
-            return payload
-        if payload.get("status") == "0":
-            codes = _message_codes(payload)
-            raise ApiRejected(f"{endpoint}: status 0 ({', '.join(codes) or 'no messageCode'})", codes)
-        raise MalformedResponse(f"{endpoint}: the envelope has no status \"1\" or \"0\"")
+    def _read_capped(self, endpoint: str, response: httpx.Response) -> bytes:
+        """The decoded body, refused as soon as it grows past max_response_size (gzip bombs too)."""
+        limit = self._max_response_size
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            self.counters.request(endpoint, str(response.status_code))
+            raise ResponseTooLarge(f"{endpoint}: the reply declares {declared} bytes, more than max_response_size={limit}")
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                self.counters.request(endpoint, str(response.status_code))
+                raise ResponseTooLarge(f"{endpoint}: the reply is larger than max_response_size={limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     # -- retries ----------------------------------------------------------------------
 
@@ -393,7 +512,7 @@ class IbaneraClient:
         retry_after = getattr(state.outcome.exception(), "retry_after", None) or 0.0
         return max(self._backoff(state), retry_after)
 
-    def _sleep(self, seconds: float) -> None:
+    def _sleep_unless_stopped(self, seconds: float) -> None:
         if self._stop_event.wait(seconds):
             raise Cancelled()
 
@@ -409,6 +528,10 @@ class IbaneraClient:
                 "retry_in": f"{state.upcoming_sleep:.1f}s",
             },
         )
+
+
+def _is_otp_refusal(exc: ApiRejected) -> bool:
+    return any(field.lower() == "otp" or "otp" in code.lower() for field, code in exc.errors)
 
 
 def _is_int(value: object) -> bool:

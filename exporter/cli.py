@@ -125,7 +125,8 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simula
     pollers = [
         Poller(
             IbaneraClient(c, request_timeout=config.request_timeout, retry=config.retry,
-                          login_backoff=config.login_backoff, stop_event=stop),
+                          login_backoff=config.login_backoff, max_response_size=config.max_response_size,
+                          stop_event=stop),
             config.poll_interval,
             stop,
         )

@@ -23,6 +23,8 @@ DEFAULT_BASE_URL = "https://public-api.ibanera.com"
 # than that could let the exporter itself keep the account locked.
 MIN_LOGIN_BACKOFF = 600.0
 TOTP_SECRET_ENCODINGS = ("base32", "ascii")
+# A page of 1000 accounts is about 150 kB; a reply far past that is not a balances page.
+DEFAULT_MAX_RESPONSE_SIZE = 16 * 1024 * 1024
 _CONNECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -80,6 +82,7 @@ class Config:
     request_timeout: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     login_backoff: float = 900.0
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     low_available_balance: Mapping[str, Decimal] = field(default_factory=dict)
 
 
@@ -110,6 +113,18 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+_SIZE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB|kB|MB|GB)?$")
+_UNIT_BYTES = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def parse_size(value: object, key: str) -> int:
+    """'16MiB', '500kB' or a plain number of bytes -> bytes (> 0)."""
+    match = _SIZE.match(str(value).strip()) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(f"{key}: expected a size such as 16MiB, 500kB or a number of bytes, got {value!r}")
+    return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
+
+
 class _Reader:
     """Walks the parsed YAML, knowing the file and the key path for every error."""
 
@@ -137,6 +152,14 @@ class _Reader:
             return default
         try:
             return parse_duration(data[name], key)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
+    def size(self, data: dict, name: str, default: int) -> int:
+        if name not in data:
+            return default
+        try:
+            return parse_size(data[name], name)
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
 
@@ -206,7 +229,7 @@ _SECRET_KEYS = ("username", "password", "totp_secret")
 _CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages"} | {
     k for s in _SECRET_KEYS for k in (s, f"{s}_file")
 }
-_TOP_KEYS = {"poll_interval", "request_timeout", "retry", "login_backoff", "connections", "thresholds"}
+_TOP_KEYS = {"poll_interval", "request_timeout", "retry", "login_backoff", "max_response_size", "connections", "thresholds"}
 
 
 def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfig:
@@ -289,6 +312,7 @@ def parse_config(data: object, source: str, environ: Mapping[str, str] | None = 
         request_timeout=reader.duration(data, "request_timeout", "request_timeout", 10.0),
         retry=retry,
         login_backoff=login_backoff,
+        max_response_size=reader.size(data, "max_response_size", DEFAULT_MAX_RESPONSE_SIZE),
         low_available_balance=_read_thresholds(reader, data.get("thresholds", {})),
     )
 

@@ -111,8 +111,15 @@ class ExporterCollector(Collector):
             "ibanera_token_expiry_timestamp_seconds", "Unix time at which the current access token expires.",
             labels=["connection"],
         )
+        clock_offset = GaugeMetricFamily(
+            "ibanera_clock_offset_seconds",
+            "The API server's clock minus this host's, from its Date headers; one-time codes follow the server's clock.",
+            labels=["connection"],
+        )
         for status in statuses:
             name = status.name
+            if status.clock_offset is not None:
+                clock_offset.add_metric([name], status.clock_offset)
             up.add_metric([name], 1.0 if status.up else 0.0)
             if status.snapshot is not None:
                 last_success.add_metric([name], status.snapshot.completed_at)
@@ -130,7 +137,8 @@ class ExporterCollector(Collector):
                 login_failures.add_metric([name, reason], value)
             if status.token_expires_at is not None:
                 token_expiry.add_metric([name], status.token_expires_at)
-        return up, last_success, duration, polls, failures, requests, retries, logins, login_failures, token_expiry
+        return (up, last_success, duration, polls, failures, requests, retries, logins, login_failures, token_expiry,
+                clock_offset)
 
 
 def build_registry(collector: ExporterCollector) -> CollectorRegistry:

@@ -7,6 +7,7 @@ until the single conversion to float at the exposition edge.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -34,7 +35,8 @@ def _amount(row: dict, field: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise InvalidRow(f"{field} is {_describe(value)}, expected a number")
     amount = Decimal(value)
-    if not amount.is_finite():
+    # 1e400 is a valid JSON number and a finite Decimal, but +Inf as a float: not a balance.
+    if not amount.is_finite() or not math.isfinite(float(amount)):
         raise InvalidRow(f"{field} is not a finite number")
     return amount
 

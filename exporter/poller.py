@@ -22,7 +22,7 @@ log = logging.getLogger("exporter.poller")
 # start at 0, so that rate() and increase() see the first failure of each kind.
 POLL_FAILURE_REASONS = (
     "timeout", "connection_error", "http_429", "http_5xx", "unauthorized", "rejected",
-    "login_refused", "login_backoff", "malformed", "too_many_pages", "internal",
+    "login_refused", "login_backoff", "malformed", "too_many_pages", "too_large", "internal",
 )
 
 
@@ -45,6 +45,7 @@ class ConnectionStatus:
     last_error: str | None
     token_expires_at: float | None
     logins_paused_until: float | None
+    clock_offset: float | None  # the API server's clock minus ours, once measured
     client: ClientCounts
 
 
@@ -82,6 +83,7 @@ class Poller:
                 last_error=self._last_error,
                 token_expires_at=self.client.token_expires_at,
                 logins_paused_until=self.client.logins_paused_until,
+                clock_offset=self.client.clock_offset,
                 client=self.client.counters.snapshot(),
             )
 

@@ -33,6 +33,13 @@ LOCK_AFTER_FAILED_LOGINS = 5
 LOCK_SECONDS = 600
 
 
+class RawJson(str):
+    """Written into the JSON body as it is: NaN, Infinity, 1e400 and other things the API should not send."""
+
+
+DROP = RawJson("")  # in SimAccount.raw: leave the field out of the row altogether
+
+
 @dataclass(frozen=True)
 class SimAccount:
     id: int
@@ -42,9 +49,10 @@ class SimAccount:
     pending: Decimal
     suppressed: bool = False
     places: int = 2  # decimal places the asset moves in (2 for fiat, 8 for BTC)
+    raw: tuple[tuple[str, object], ...] = ()  # fields to send instead of the real ones (tests of bad rows)
 
     def to_json(self) -> dict:
-        return {
+        row = {
             "id": self.id,
             "asset": self.asset,
             "totalBalance": self.total,
@@ -52,6 +60,8 @@ class SimAccount:
             "pendingBalance": self.pending,
             "bSuppressed": self.suppressed,
         }
+        row.update(self.raw)
+        return {k: v for k, v in row.items() if v is not DROP}
 
 
 def demo_accounts() -> list[SimAccount]:
@@ -74,7 +84,10 @@ class Fault:
     kind: "http" (answer `status`, with `retry_after` if set, and an error envelope),
     "status0" (HTTP 200 with status "0" and `message_code`), "html" (HTTP 200 with an
     HTML maintenance page), "truncated" (HTTP 200 with half a JSON body),
-    "delay" (sleep `delay` seconds, then answer normally), "reset" (close the connection).
+    "delay" (sleep `delay` seconds, then answer normally), "reset" (close the connection),
+    "otp" (HTTP 400 refusing the one-time code), and for balances only: "empty" (the page
+    with no rows), "repeat" (the rows of the previous page, as this page), "huge" (a valid
+    page padded past `size` bytes).
     """
 
     kind: str
@@ -83,10 +96,24 @@ class Fault:
     retry_after: str | None = None
     message_code: str = "General_Error"
     delay: float = 0.0
+    size: int = 0
+
+
+# What `chaos` mode picks from: every fault a real network and gateway produce, none that
+# refuses credentials (a refused login pauses logins for login_backoff, stalling a soak).
+CHAOS_FAULTS = (
+    Fault("http", status=500), Fault("http", status=502), Fault("http", status=503), Fault("http", status=504),
+    Fault("http", status=429), Fault("http", status=429, retry_after="0"), Fault("reset"),
+    Fault("delay", delay=0.2), Fault("truncated"), Fault("html"), Fault("status0", message_code="Maintenance"),
+    Fault("http", status=401), Fault("otp", endpoint="balances"), Fault("empty", endpoint="balances"),
+    Fault("repeat", endpoint="balances"),
+)
 
 
 def _json_bytes(value: object) -> bytes:
     """JSON with Decimal written as an exact number, as the real API sends amounts."""
+    if isinstance(value, RawJson):
+        return value.encode()
     if isinstance(value, Decimal):
         return format(value, "f").encode()
     if isinstance(value, dict):
@@ -123,6 +150,8 @@ class Simulator:
         report_number_of_pages: bool = True,
         max_page_size: int | None = None,
         drift_every: float | None = None,
+        endless_pages: bool = False,
+        reject_reused_otp: bool = False,
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -135,6 +164,12 @@ class Simulator:
         self.report_number_of_pages = report_number_of_pages
         self.max_page_size = max_page_size
         self._drift_every = drift_every
+        self.endless_pages = endless_pages  # always one more page, of accounts never seen before
+        self.reject_reused_otp = reject_reused_otp  # a code is good for one request only
+        self._used_codes: set[tuple[int, str]] = set()
+        self._chaos_rate = 0.0
+        self.faults_served: Counter[str] = Counter()
+        self.otp_rejections = 0
         self._clock = clock
         self._lock = threading.Lock()
         self._accounts = {a.id: a for a in (demo_accounts() if accounts is None else accounts)}
@@ -204,15 +239,40 @@ class Simulator:
         with self._lock:
             self._faults.extend([fault] * times)
 
+    def chaos(self, rate: float) -> None:
+        """From now on, answer a share `rate` of requests with a random fault of CHAOS_FAULTS."""
+        with self._lock:
+            self._chaos_rate = rate
+
+    @property
+    def locked(self) -> bool:
+        """Whether too many failed logins have locked the account, as Ibanera would."""
+        with self._lock:
+            return self._clock() < self._locked_until
+
     # -- the API ----------------------------------------------------------------------
 
     def _take_fault(self, endpoint: str) -> Fault | None:
         with self._lock:
-            for fault in self._faults:
-                if fault.endpoint in (None, endpoint):
-                    self._faults.remove(fault)
-                    return fault
-        return None
+            chosen = next((f for f in self._faults if f.endpoint in (None, endpoint)), None)
+            if chosen is not None:
+                self._faults.remove(chosen)
+            elif self._chaos_rate and self._random.random() < self._chaos_rate:
+                chosen = self._random.choice([f for f in CHAOS_FAULTS if f.endpoint in (None, endpoint)])
+            if chosen is not None:
+                self.faults_served[chosen.kind] += 1
+            return chosen
+
+    def _code_ok(self, code: str, now: float) -> bool:
+        """Called under the lock. pyotp checks the code, with one step of leeway each way."""
+        if not self._totp.verify(code, for_time=now, valid_window=1):
+            return False
+        if self.reject_reused_otp:
+            key = (int(now // 30), code)
+            if key in self._used_codes:
+                return False
+            self._used_codes.add(key)
+        return True
 
     def _login(self, body: object) -> tuple[int, dict]:
         if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body.get(k) for k in ("username", "password", "otp")):
@@ -226,7 +286,7 @@ class Simulator:
             ok = (
                 secrets.compare_digest(body["username"], self.username)
                 and secrets.compare_digest(body["password"], self.password)
-                and self._totp.verify(body["otp"], for_time=now, valid_window=1)
+                and self._code_ok(body["otp"], now)
             )
             if not ok:
                 self.logins_failed += 1
@@ -252,11 +312,12 @@ class Simulator:
                 return 401, _error("Unauthorized")
             code = headers.get("otp", "")
             self.otp_codes_seen.append(code)
-            if not self._totp.verify(code, for_time=now, valid_window=1):
+            if not self._code_ok(code, now):
+                self.otp_rejections += 1
                 return 400, _error("Invalid_Otp", "otp")
         return None
 
-    def _balances(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+    def _balances(self, query: dict[str, list[str]], fault: Fault | None = None) -> tuple[int, dict]:
         with self._lock:
             self._drift()
             rows = [a.to_json() for a in sorted(self._accounts.values(), key=lambda a: a.id)]
@@ -272,10 +333,20 @@ class Simulator:
         if self.max_page_size:
             size = min(size, self.max_page_size)
         pages = max(1, -(-len(rows) // size))
+        served = rows[(number - 1) * size : number * size]
+        if self.endless_pages:
+            pages = number + 1
+            served = [{**rows[0], "id": 10_000_000 + number * size + i} for i in range(size)] if rows else []
+        if fault is not None and fault.kind == "empty":
+            served = []
+        elif fault is not None and fault.kind == "repeat":
+            served = rows[max(0, number - 2) * size : max(1, number - 1) * size]
+        elif fault is not None and fault.kind == "huge":
+            served = served + [{"padding": "x" * fault.size}]
         extra = {"pageSize": size, "pageNumber": number}
         if self.report_number_of_pages:
             extra["numberOfPages"] = pages
-        return 200, _envelope(rows[(number - 1) * size : number * size], **extra)
+        return 200, _envelope(served, **extra)
 
     def _drift(self) -> None:
         """Balances that move over time, for the demo: a small random walk per account."""
@@ -315,9 +386,9 @@ class Simulator:
                 if endpoint is None or (method == "POST") != (endpoint == "login"):
                     return self._answer(404, _error("Not_Found"))
                 fault = simulator._take_fault(endpoint)
-                if fault is not None and fault.kind != "delay":
+                if fault is not None and fault.kind not in ("delay", "empty", "repeat", "huge"):
                     return self._fault(fault)
-                if fault is not None:
+                if fault is not None and fault.kind == "delay":
                     time.sleep(fault.delay)
                 if endpoint == "login":
                     try:
@@ -328,7 +399,7 @@ class Simulator:
                 refusal = simulator._authorize(self.headers)
                 if refusal is not None:
                     return self._answer(*refusal)
-                return self._answer(*simulator._balances(parse_qs(url.query)))
+                return self._answer(*simulator._balances(parse_qs(url.query), fault))
 
             def _fault(self, fault: Fault) -> None:
                 if fault.kind == "http":
@@ -341,6 +412,8 @@ class Simulator:
                 if fault.kind == "truncated":
                     body = _json_bytes(_envelope([a.to_json() for a in simulator.accounts()]))
                     return self._raw(200, body[: len(body) // 2], "application/json")
+                if fault.kind == "otp":
+                    return self._answer(400, _error("Invalid_Otp", "otp"))
                 if fault.kind == "reset":
                     self.close_connection = True
                     self.connection.shutdown(2)

@@ -42,6 +42,8 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    sleep = advance  # what the client does while it waits: time passes, instantly
+
 
 def account(id: int, asset: str = "USD", total="100.00", available=None, pending="0", suppressed=False) -> SimAccount:
     total = Decimal(total)
@@ -125,7 +127,8 @@ def build_stack(clock, accounts=None, simulator=None, connections=({},), config=
     stack = Stack(sim, cfg, clock)
     for conn in conns:
         client = IbaneraClient(conn, request_timeout=cfg.request_timeout, retry=cfg.retry,
-                               login_backoff=cfg.login_backoff, stop_event=stack.stop_event, clock=clock)
+                               login_backoff=cfg.login_backoff, max_response_size=cfg.max_response_size,
+                               stop_event=stack.stop_event, clock=clock, sleep=clock.sleep)
         stack.pollers.append(Poller(client, cfg.poll_interval, stack.stop_event))
 
     def statuses():

@@ -25,7 +25,7 @@ def make_client(clock):
 
     def make(sim, retry=FAST_RETRY, login_backoff=900.0, **overrides):
         client = IbaneraClient(connection_for(sim, **overrides), request_timeout=2.0, retry=retry,
-                               login_backoff=login_backoff, clock=clock)
+                               login_backoff=login_backoff, clock=clock, sleep=clock.sleep)
         clients.append(client)
         return client
 

@@ -35,6 +35,7 @@ CONTRACT = {
     "ibanera_token_expiry_timestamp_seconds": ("gauge", {"connection"}),
     "ibanera_balance_low_threshold": ("gauge", {"asset"}),
     "ibanera_poll_interval_seconds": ("gauge", set()),
+    "ibanera_clock_offset_seconds": ("gauge", {"connection"}),
     "ibanera_exporter_build_info": ("gauge", {"version"}),
 }
 
