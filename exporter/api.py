@@ -27,7 +27,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from . import __version__
-from .config import DEFAULT_MAX_RESPONSE_SIZE, ConnectionConfig, RetryPolicy
+from .config import DEFAULT_MAX_LOGIN_REFUSALS, DEFAULT_MAX_RESPONSE_SIZE, ConnectionConfig, RetryPolicy
 from .model import AccountBalance, InvalidRow, parse_account
 from .totp import STEP_SECONDS, decode_secret, totp_at
 
@@ -87,6 +87,12 @@ class LoginPaused(ApiError):
     """No login is attempted until the back-off after a refused login has passed."""
 
     reason = "login_backoff"
+
+
+class LoginsStopped(ApiError):
+    """Too many refused logins in a row: no login at all until the exporter restarts."""
+
+    reason = "logins_stopped"
 
 
 class MalformedResponse(ApiError):
@@ -253,6 +259,7 @@ class IbaneraClient:
         request_timeout: float,
         retry: RetryPolicy,
         login_backoff: float,
+        max_login_refusals: int = DEFAULT_MAX_LOGIN_REFUSALS,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
@@ -280,6 +287,8 @@ class IbaneraClient:
         self._token_expires_at: float | None = None
         self._token_renew_at = 0.0
         self._logins_paused_until: float | None = None
+        self._max_login_refusals = max_login_refusals
+        self._refusals_in_a_row = 0
         self._clock_offset: float | None = None  # server time minus ours, from Date headers
         self._last_code_step: int | None = None
         self._last_code_reused = False
@@ -348,6 +357,11 @@ class IbaneraClient:
     def _login(self) -> None:
         self._token = None
         now = self._clock()
+        if self._refusals_in_a_row >= self._max_login_refusals:
+            raise LoginsStopped(
+                f"logins stopped after {self._refusals_in_a_row} refused logins in a row, so that the account is "
+                "not locked: fix the credentials, then restart the exporter"
+            )
         if self._logins_paused_until is not None and now < self._logins_paused_until:
             raise LoginPaused(f"logins paused after a refused login, next attempt at {_iso(self._logins_paused_until)}")
         if self._clock_offset is None:
@@ -368,12 +382,15 @@ class IbaneraClient:
         except (ApiRejected, Unauthorized) as exc:
             codes = (exc.codes if isinstance(exc, ApiRejected) else ()) or (exc.reason,)
             self.counters.login_failure(codes[0] if codes[0] in KNOWN_LOGIN_REFUSALS else "other")
+            self._refusals_in_a_row += 1
             self._logins_paused_until = self._clock() + self._login_backoff
-            raise LoginRefused(
-                f"login refused ({', '.join(codes)}): {exc}; no new login before {_iso(self._logins_paused_until)} "
-                "so that the account is not locked"
-            ) from None
+            if self._refusals_in_a_row >= self._max_login_refusals:
+                then = f"that is {self._refusals_in_a_row} in a row: no more logins until the exporter is restarted"
+            else:
+                then = f"no new login before {_iso(self._logins_paused_until)}"
+            raise LoginRefused(f"login refused ({', '.join(codes)}): {exc}; {then}, so that the account is not locked") from None
         self._logins_paused_until = None
+        self._refusals_in_a_row = 0
         details = envelope.get("details")
         token = details.get("accessToken") if isinstance(details, dict) else None
         lifetime = details.get("expiresIn") if isinstance(details, dict) else None

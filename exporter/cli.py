@@ -125,7 +125,8 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simula
     pollers = [
         Poller(
             IbaneraClient(c, request_timeout=config.request_timeout, retry=config.retry,
-                          login_backoff=config.login_backoff, max_response_size=config.max_response_size,
+                          login_backoff=config.login_backoff, max_login_refusals=config.max_login_refusals,
+                          max_response_size=config.max_response_size,
                           stop_event=stop),
             config.poll_interval,
             stop,

@@ -22,6 +22,9 @@ DEFAULT_BASE_URL = "https://public-api.ibanera.com"
 # Ibanera locks an account for 10 minutes after too many failed logins. A pause shorter
 # than that could let the exporter itself keep the account locked.
 MIN_LOGIN_BACKOFF = 600.0
+# How many refused logins in a row lock an Ibanera account is not documented. Stopping
+# after three means the exporter alone can never take an account there.
+DEFAULT_MAX_LOGIN_REFUSALS = 3
 TOTP_SECRET_ENCODINGS = ("base32", "ascii")
 # A page of 1000 accounts is about 150 kB; a reply far past that is not a balances page.
 DEFAULT_MAX_RESPONSE_SIZE = 16 * 1024 * 1024
@@ -82,6 +85,7 @@ class Config:
     request_timeout: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     login_backoff: float = 900.0
+    max_login_refusals: int = DEFAULT_MAX_LOGIN_REFUSALS
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     low_available_balance: Mapping[str, Decimal] = field(default_factory=dict)
 
@@ -229,7 +233,10 @@ _SECRET_KEYS = ("username", "password", "totp_secret")
 _CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages"} | {
     k for s in _SECRET_KEYS for k in (s, f"{s}_file")
 }
-_TOP_KEYS = {"poll_interval", "request_timeout", "retry", "login_backoff", "max_response_size", "connections", "thresholds"}
+_TOP_KEYS = {
+    "poll_interval", "request_timeout", "retry", "login_backoff", "max_login_refusals", "max_response_size",
+    "connections", "thresholds",
+}
 
 
 def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfig:
@@ -312,6 +319,7 @@ def parse_config(data: object, source: str, environ: Mapping[str, str] | None = 
         request_timeout=reader.duration(data, "request_timeout", "request_timeout", 10.0),
         retry=retry,
         login_backoff=login_backoff,
+        max_login_refusals=reader.integer(data, "max_login_refusals", "max_login_refusals", DEFAULT_MAX_LOGIN_REFUSALS, 1, 10),
         max_response_size=reader.size(data, "max_response_size", DEFAULT_MAX_RESPONSE_SIZE),
         low_available_balance=_read_thresholds(reader, data.get("thresholds", {})),
     )

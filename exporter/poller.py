@@ -22,7 +22,7 @@ log = logging.getLogger("exporter.poller")
 # start at 0, so that rate() and increase() see the first failure of each kind.
 POLL_FAILURE_REASONS = (
     "timeout", "connection_error", "http_429", "http_5xx", "unauthorized", "rejected",
-    "login_refused", "login_backoff", "malformed", "too_many_pages", "too_large", "internal",
+    "login_refused", "login_backoff", "logins_stopped", "malformed", "too_many_pages", "too_large", "internal",
 )
 
 

@@ -182,6 +182,7 @@ class Simulator:
         self.requests: Counter[str] = Counter()  # by path
         self.logins_succeeded = 0
         self.logins_failed = 0
+        self.failed_login_times: list[float] = []
         self.issued_tokens: list[str] = []
         self.otp_codes_seen: list[str] = []
         self._server = _QuietServer((host, port), self._handler_class())
@@ -274,7 +275,7 @@ class Simulator:
             self._used_codes.add(key)
         return True
 
-    def _login(self, body: object) -> tuple[int, dict]:
+    def _login(self, body: object, refuse_code: bool = False) -> tuple[int, dict]:
         if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body.get(k) for k in ("username", "password", "otp")):
             return 400, _error("Required")
         with self._lock:
@@ -287,9 +288,11 @@ class Simulator:
                 secrets.compare_digest(body["username"], self.username)
                 and secrets.compare_digest(body["password"], self.password)
                 and self._code_ok(body["otp"], now)
+                and not refuse_code
             )
             if not ok:
                 self.logins_failed += 1
+                self.failed_login_times.append(now)
                 self._failed_logins += 1
                 if self._failed_logins >= LOCK_AFTER_FAILED_LOGINS:
                     self._locked_until = now + LOCK_SECONDS
@@ -301,7 +304,7 @@ class Simulator:
             self.issued_tokens.append(token)
         return 200, _envelope({"accessToken": token, "expiresIn": self.token_lifetime})
 
-    def _authorize(self, headers) -> tuple[int, dict] | None:
+    def _authorize(self, headers, refuse_code: bool = False) -> tuple[int, dict] | None:
         """None when the Bearer token and the otp header are good, else the refusal."""
         auth = headers.get("Authorization", "")
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
@@ -312,7 +315,7 @@ class Simulator:
                 return 401, _error("Unauthorized")
             code = headers.get("otp", "")
             self.otp_codes_seen.append(code)
-            if not self._code_ok(code, now):
+            if not self._code_ok(code, now) or refuse_code:
                 self.otp_rejections += 1
                 return 400, _error("Invalid_Otp", "otp")
         return None
@@ -386,7 +389,7 @@ class Simulator:
                 if endpoint is None or (method == "POST") != (endpoint == "login"):
                     return self._answer(404, _error("Not_Found"))
                 fault = simulator._take_fault(endpoint)
-                if fault is not None and fault.kind not in ("delay", "empty", "repeat", "huge"):
+                if fault is not None and fault.kind not in ("delay", "otp", "empty", "repeat", "huge"):
                     return self._fault(fault)
                 if fault is not None and fault.kind == "delay":
                     time.sleep(fault.delay)
@@ -395,8 +398,8 @@ class Simulator:
                         body = json.loads(raw or b"null")
                     except ValueError:
                         body = None
-                    return self._answer(*simulator._login(body))
-                refusal = simulator._authorize(self.headers)
+                    return self._answer(*simulator._login(body, refuse_code=fault is not None and fault.kind == "otp"))
+                refusal = simulator._authorize(self.headers, refuse_code=fault is not None and fault.kind == "otp")
                 if refusal is not None:
                     return self._answer(*refusal)
                 return self._answer(*simulator._balances(parse_qs(url.query), fault))
@@ -412,8 +415,6 @@ class Simulator:
                 if fault.kind == "truncated":
                     body = _json_bytes(_envelope([a.to_json() for a in simulator.accounts()]))
                     return self._raw(200, body[: len(body) // 2], "application/json")
-                if fault.kind == "otp":
-                    return self._answer(400, _error("Invalid_Otp", "otp"))
                 if fault.kind == "reset":
                     self.close_connection = True
                     self.connection.shutdown(2)

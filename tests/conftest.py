@@ -121,13 +121,14 @@ def clock() -> FakeClock:
 
 def build_stack(clock, accounts=None, simulator=None, connections=({},), config=None) -> Stack:
     """Simulator + one client and poller per connection + collector + web server, on loopback."""
-    sim = Simulator(accounts if accounts is not None else [account(1)], clock=clock, **(simulator or {})).start()
+    sim = Simulator(accounts if accounts is not None else [account(1)], **{"clock": clock, **(simulator or {})}).start()
     conns = tuple(connection_for(sim, **{"name": f"c{i}", **c}) for i, c in enumerate(connections))
     cfg = Config(connections=conns, **{"retry": FAST_RETRY, **(config or {})})
     stack = Stack(sim, cfg, clock)
     for conn in conns:
         client = IbaneraClient(conn, request_timeout=cfg.request_timeout, retry=cfg.retry,
-                               login_backoff=cfg.login_backoff, max_response_size=cfg.max_response_size,
+                               login_backoff=cfg.login_backoff, max_login_refusals=cfg.max_login_refusals,
+                               max_response_size=cfg.max_response_size,
                                stop_event=stack.stop_event, clock=clock, sleep=clock.sleep)
         stack.pollers.append(Poller(client, cfg.poll_interval, stack.stop_event))
 

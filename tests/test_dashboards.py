@@ -14,7 +14,6 @@ import socket
 import subprocess
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
