@@ -292,8 +292,11 @@ class IbaneraClient:
         self._clock_offset: float | None = None  # server time minus ours, from Date headers
         self._last_code_step: int | None = None
         self._last_code_reused = False
+        self._reused_code_refusals = 0  # in a row
+        self._force_fresh_code = False
         # Whether one code may serve several requests is undocumented: assume it may, until
-        # the API rejects a reused code; from then on every request waits for a fresh one.
+        # the API rejects a reused code; from then on, until the next login, every request
+        # waits for a fresh one.
         self._fresh_code_per_request = False
 
     @property
@@ -391,6 +394,9 @@ class IbaneraClient:
             raise LoginRefused(f"login refused ({', '.join(codes)}): {exc}; {then}, so that the account is not locked") from None
         self._logins_paused_until = None
         self._refusals_in_a_row = 0
+        # Learn again with every token: one refused reused code proves little, and a wrong
+        # lesson would make every later request wait for a fresh 30 s step.
+        self._fresh_code_per_request = False
         details = envelope.get("details")
         token = details.get("accessToken") if isinstance(details, dict) else None
         lifetime = details.get("expiresIn") if isinstance(details, dict) else None
@@ -411,7 +417,7 @@ class IbaneraClient:
 
         self._ensure_token()
         try:
-            return self._with_retries(endpoint, send)
+            envelope = self._with_retries(endpoint, send)
         except Unauthorized:
             # The token was revoked or expired early: one new login, one more try.
             log.info("token refused with HTTP 401, logging in again", extra={"connection": self.connection.name})
@@ -419,19 +425,32 @@ class IbaneraClient:
         except ApiRejected as exc:
             if not (self._last_code_reused and _is_otp_refusal(exc)):
                 raise
-            self._fresh_code_per_request = True
-            log.info("the API refused a one-time code used twice; from now on every request waits for a fresh code",
-                     extra={"connection": self.connection.name})
+            # A server that refuses reused codes refuses every one of them; a single refusal
+            # may be chance. Retry this request with a fresh code, and only after a second
+            # refusal in a row make every request wait for one (until the next login).
+            self._reused_code_refusals += 1
+            if self._reused_code_refusals >= 2:
+                self._fresh_code_per_request = True
+                log.info("the API refuses one-time codes used twice; until the next login every request waits for a "
+                         "fresh code", extra={"connection": self.connection.name})
+            self._force_fresh_code = True  # the retry below must not reuse the refused step
+        else:
+            if self._last_code_reused:
+                self._reused_code_refusals = 0
+            return envelope
         return self._with_retries(endpoint, send)
 
     def _code(self, fresh: bool = False) -> str:
         """The TOTP code for now, on the server's clock; from a step not used before if asked."""
         now = self._server_time()
         step = int(now // STEP_SECONDS)
-        if (fresh or self._fresh_code_per_request) and step == self._last_code_step:
-            self._sleep((step + 1) * STEP_SECONDS - now + 0.05)
+        if (fresh or self._fresh_code_per_request or self._force_fresh_code) and step == self._last_code_step:
+            wait = (step + 1) * STEP_SECONDS - now + 0.05
+            log.info("waiting for a fresh one-time code", extra={"connection": self.connection.name, "wait": f"{wait:.1f}s"})
+            self._sleep(wait)
             now = self._server_time()
             step = int(now // STEP_SECONDS)
+        self._force_fresh_code = False
         self._last_code_reused = step == self._last_code_step
         self._last_code_step = step
         return totp_at(self._key, now)

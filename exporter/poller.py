@@ -67,6 +67,9 @@ class Poller:
     def start(self) -> None:
         self._thread.start()
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def join(self, timeout: float) -> None:
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -104,8 +104,8 @@ class Fault:
 CHAOS_FAULTS = (
     Fault("http", status=500), Fault("http", status=502), Fault("http", status=503), Fault("http", status=504),
     Fault("http", status=429), Fault("http", status=429, retry_after="0"), Fault("reset"),
-    Fault("delay", delay=0.2), Fault("truncated"), Fault("html"), Fault("status0", message_code="Maintenance"),
-    Fault("http", status=401), Fault("otp", endpoint="balances"), Fault("empty", endpoint="balances"),
+    Fault("delay", delay=0.2), Fault("truncated"), Fault("html"), Fault("status0", "balances", message_code="Maintenance"),
+    Fault("http", "balances", status=401), Fault("otp", "balances"), Fault("empty", "balances"),
     Fault("repeat", endpoint="balances"),
 )
 
@@ -170,6 +170,9 @@ class Simulator:
         self._chaos_rate = 0.0
         self.faults_served: Counter[str] = Counter()
         self.otp_rejections = 0
+        # id -> every (total, available, pending) ever served for it, for checks that a
+        # published number is one the API really sent (the soak run); None: not recorded.
+        self.served: dict[int, set[tuple]] | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._accounts = {a.id: a for a in (demo_accounts() if accounts is None else accounts)}
@@ -230,6 +233,11 @@ class Simulator:
     def remove_account(self, account_id: int) -> None:
         with self._lock:
             del self._accounts[account_id]
+
+    def served_values(self, account_id: int) -> set[tuple]:
+        """Every (total, available, pending) served for the account (needs `served` set to {})."""
+        with self._lock:
+            return set((self.served or {}).get(account_id, ()))
 
     def revoke_tokens(self) -> None:
         with self._lock:
@@ -346,6 +354,11 @@ class Simulator:
             served = rows[max(0, number - 2) * size : max(1, number - 1) * size]
         elif fault is not None and fault.kind == "huge":
             served = served + [{"padding": "x" * fault.size}]
+        if self.served is not None:
+            with self._lock:
+                for row in served:
+                    triple = (row.get("totalBalance"), row.get("availableBalance"), row.get("pendingBalance"))
+                    self.served.setdefault(row.get("id"), set()).add(triple)
         extra = {"pageSize": size, "pageNumber": number}
         if self.report_number_of_pages:
             extra["numberOfPages"] = pages
