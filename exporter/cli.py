@@ -16,7 +16,7 @@ from . import __version__
 from .api import IbaneraClient
 from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
 from .logs import FORMATS, LEVELS, setup_logging
-from .metrics import ExporterCollector, build_registry
+from .metrics import Exposition
 from .poller import Poller
 from .simulator import Simulator
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
@@ -137,10 +137,10 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simula
     def statuses():
         return [p.status() for p in pollers]
 
-    collector = ExporterCollector(
+    exposition = Exposition(
         statuses, poll_interval=config.poll_interval, low_available_balance=config.low_available_balance, version=__version__
     )
-    context = WebContext(build_registry(collector), statuses, telemetry_path, __version__)
+    context = WebContext(exposition, statuses, telemetry_path, __version__)
     try:
         server = WebServer(address, context)
     except OSError as exc:

@@ -1,26 +1,130 @@
-"""Snapshots and health -> Prometheus metric families, built fresh at every scrape.
+"""Snapshots and health -> the /metrics body.
 
-A custom collector rather than global gauges: an account that vanishes from the API
-vanishes from the next exposition by construction, with no series left behind.
-Decimal becomes float here and nowhere else.
+The balances (four series per asset account, the bulk of the body) are rendered once per
+set of snapshots and served from that cache, so a scrape costs the same at 100 accounts
+as at 100 000 apart from the bytes; only the small health part is built per scrape, by a
+custom collector. Nothing is kept in global gauges: an account that vanishes from the API
+vanishes from the next body by construction. Decimal becomes float here and nowhere else.
 """
 
 from __future__ import annotations
 
+import threading
+import zlib
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_latest_openmetrics
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .config import format_duration
-from .poller import ConnectionStatus
+from .model import AccountBalance
+from .poller import ConnectionStatus, Snapshot
 
-ACCOUNT_LABELS = ("connection", "asset_account_id", "asset")
+# name, HELP, value of an account. The text format and OpenMetrics write gauges the same
+# way, so one rendering serves both.
+BALANCE_FAMILIES: tuple[tuple[str, str, Callable[[AccountBalance], float]], ...] = (
+    ("ibanera_total_balance", "totalBalance of the asset account, in units of the asset.", lambda a: float(a.total)),
+    ("ibanera_available_balance",
+     "availableBalance (total minus incoming pending amounts) of the asset account, in units of the asset.",
+     lambda a: float(a.available)),
+    ("ibanera_pending_balance",
+     "pendingBalance (sum of pending transaction amounts) of the asset account, in units of the asset.",
+     lambda a: float(a.pending)),
+    ("ibanera_account_suppressed", "1 if use of the asset account is currently disabled (bSuppressed), else 0.",
+     lambda a: 1.0 if a.suppressed else 0.0),
+)
 
 
-class ExporterCollector(Collector):
+def refreshed_note(poll_interval: float) -> str:
+    """Said in the HELP of every series that comes from the poller."""
+    return f"Refreshed by a background poller every {format_duration(poll_interval)}."
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_balances(statuses: Sequence[ConnectionStatus], refreshed: str) -> bytes:
+    """The balance families of every connection's last good snapshot, in exposition format."""
+    rows = [
+        (f'{{asset="{_label_value(a.asset)}",asset_account_id="{a.asset_account_id}",'
+         f'connection="{_label_value(s.name)}"}} ', a)
+        for s in statuses if s.snapshot is not None for a in s.snapshot.accounts
+    ]
+    lines = []
+    for name, help_text, value in BALANCE_FAMILIES:
+        lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
+        lines.extend(f"{name}{labels}{floatToGoString(value(account))}\n" for labels, account in rows)
+    return "".join(lines).encode()
+
+
+@dataclass(frozen=True)
+class _BalanceCache:
+    snapshots: tuple[Snapshot | None, ...]  # held, so that identity comparisons stay sound
+    body: bytes
+    gzip_prefix: bytes | None = None
+    gzip_state: object | None = None  # a zlib compressor that has seen `body`, sync-flushed
+
+
+class Exposition:
+    """The body of /metrics. Scrapes never block a poll: polls only swap snapshots."""
+
+    def __init__(
+        self,
+        statuses: Callable[[], Sequence[ConnectionStatus]],
+        *,
+        poll_interval: float,
+        low_available_balance: Mapping[str, Decimal],
+        version: str,
+    ) -> None:
+        self._statuses = statuses
+        self._refreshed = refreshed_note(poll_interval)
+        self.registry = build_registry(HealthCollector(
+            statuses, poll_interval=poll_interval, low_available_balance=low_available_balance, version=version))
+        self._lock = threading.Lock()
+        self._cache = _BalanceCache((), b"")
+
+    def render(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
+        cache = self._balances(gzipped)
+        health = (generate_latest_openmetrics if openmetrics else generate_latest)(self.registry)
+        if not gzipped:
+            return cache.body + health
+        # One gzip stream: the cached compressed balances, continued with this scrape's health.
+        compressor = cache.gzip_state.copy()
+        return cache.gzip_prefix + compressor.compress(health) + compressor.flush()
+
+    def _balances(self, gzipped: bool) -> _BalanceCache:
+        snapshots = tuple(s.snapshot for s in self._statuses())
+        cache = self._cache
+        if _same(cache.snapshots, snapshots) and (cache.gzip_state is not None or not gzipped):
+            return cache
+        with self._lock:  # one scrape renders; the others wait for it instead of rendering too
+            cache = self._cache
+            if not _same(cache.snapshots, snapshots):
+                statuses = self._statuses()
+                snapshots = tuple(s.snapshot for s in statuses)
+                cache = _BalanceCache(snapshots, render_balances(statuses, self._refreshed))
+            if gzipped and cache.gzip_state is None:
+                compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+                prefix = compressor.compress(cache.body) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                cache = _BalanceCache(cache.snapshots, cache.body, prefix, compressor)
+            self._cache = cache
+            return cache
+
+
+def _same(cached: tuple, current: tuple) -> bool:
+    return len(cached) == len(current) and all(a is b for a, b in zip(cached, current))
+
+
+class HealthCollector(Collector):
+    """Everything but the balances: small, and built fresh at every scrape."""
+
     def __init__(
         self,
         statuses: Callable[[], Sequence[ConnectionStatus]],
@@ -33,11 +137,17 @@ class ExporterCollector(Collector):
         self._poll_interval = poll_interval
         self._thresholds = low_available_balance
         self._version = version
-        self._refreshed = f"Refreshed by a background poller every {format_duration(poll_interval)}."
+        self._refreshed = refreshed_note(poll_interval)
 
     def collect(self) -> Iterable[Metric]:
         statuses = self._statuses()
-        yield from self._balances(statuses)
+        count = GaugeMetricFamily(
+            "ibanera_asset_accounts", f"Asset accounts in the last good poll. {self._refreshed}", labels=["connection"]
+        )
+        for status in statuses:
+            if status.snapshot is not None:  # before the first good poll there is nothing to say
+                count.add_metric([status.name], len(status.snapshot.accounts))
+        yield count
         yield from self._health(statuses)
         threshold = GaugeMetricFamily(
             "ibanera_balance_low_threshold",
@@ -55,35 +165,6 @@ class ExporterCollector(Collector):
         build = GaugeMetricFamily("ibanera_exporter_build_info", "Version of ibanera-exporter, always 1.", labels=["version"])
         build.add_metric([self._version], 1)
         yield build
-
-    def _balances(self, statuses: Sequence[ConnectionStatus]) -> Iterable[Metric]:
-        def family(name: str, api_field: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(
-                name, f"{api_field} of the asset account, in units of the asset. {self._refreshed}", labels=ACCOUNT_LABELS
-            )
-
-        total = family("ibanera_total_balance", "totalBalance")
-        available = family("ibanera_available_balance", "availableBalance (total minus incoming pending amounts)")
-        pending = family("ibanera_pending_balance", "pendingBalance (sum of pending transaction amounts)")
-        suppressed = GaugeMetricFamily(
-            "ibanera_account_suppressed",
-            f"1 if use of the asset account is currently disabled (bSuppressed), else 0. {self._refreshed}",
-            labels=ACCOUNT_LABELS,
-        )
-        count = GaugeMetricFamily(
-            "ibanera_asset_accounts", f"Asset accounts in the last good poll. {self._refreshed}", labels=["connection"]
-        )
-        for status in statuses:
-            if status.snapshot is None:  # before the first good poll there is nothing to say
-                continue
-            for account in status.snapshot.accounts:
-                labels = [status.name, str(account.asset_account_id), account.asset]
-                total.add_metric(labels, float(account.total))
-                available.add_metric(labels, float(account.available))
-                pending.add_metric(labels, float(account.pending))
-                suppressed.add_metric(labels, 1.0 if account.suppressed else 0.0)
-            count.add_metric([status.name], len(status.snapshot.accounts))
-        return total, available, pending, suppressed, count
 
     def _health(self, statuses: Sequence[ConnectionStatus]) -> Iterable[Metric]:
         up = GaugeMetricFamily("ibanera_up", "1 if the last poll of the Ibanera API succeeded, else 0.", labels=["connection"])
@@ -141,7 +222,7 @@ class ExporterCollector(Collector):
                 clock_offset)
 
 
-def build_registry(collector: ExporterCollector) -> CollectorRegistry:
+def build_registry(collector: Collector) -> CollectorRegistry:
     """The exporter's own registry: its collector plus the usual process_* and python_* metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import socket
@@ -14,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from .metrics import Exposition
 from .poller import ConnectionStatus
 
 log = logging.getLogger("exporter.web")
@@ -38,7 +37,7 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class WebContext:
-    registry: CollectorRegistry
+    exposition: Exposition
     statuses: Callable[[], Sequence[ConnectionStatus]]
     telemetry_path: str
     version: str
@@ -93,16 +92,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def _metrics(self, context: WebContext) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        _, content_type = choose_encoder(self.headers.get("Accept", ""))
+        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
         try:
-            body = encoder(context.registry)
+            body = context.exposition.render(content_type.startswith("application/openmetrics-text"), gzipped)
         except Exception:  # a bug in a collector: answer 500 rather than half an exposition
             log.exception("building the metrics failed")
             self._send(500, "text/plain; charset=utf-8", b"Error building the metrics; see the exporter's log.\n")
             return
-        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
-        if gzipped:
-            body = gzip.compress(body, compresslevel=6)
         self._send(200, content_type, body, content_encoding="gzip" if gzipped else None)
 
     def _send(self, code: int, content_type: str, body: bytes, content_encoding: str | None = None) -> None:

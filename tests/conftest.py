@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api import IbaneraClient
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
-from exporter.metrics import ExporterCollector, build_registry
+from exporter.metrics import Exposition
 from exporter.poller import Poller
 from exporter.simulator import SimAccount, Simulator
 from exporter.web import WebContext, WebServer
@@ -135,9 +135,9 @@ def build_stack(clock, accounts=None, simulator=None, connections=({},), config=
     def statuses():
         return [p.status() for p in stack.pollers]
 
-    collector = ExporterCollector(statuses, poll_interval=cfg.poll_interval,
-                                  low_available_balance=cfg.low_available_balance, version="test")
-    stack.server = WebServer(("127.0.0.1", 0), WebContext(build_registry(collector), statuses, "/metrics", "test"))
+    exposition = Exposition(statuses, poll_interval=cfg.poll_interval,
+                            low_available_balance=cfg.low_available_balance, version="test")
+    stack.server = WebServer(("127.0.0.1", 0), WebContext(exposition, statuses, "/metrics", "test"))
     stack.server.start()
     return stack
 

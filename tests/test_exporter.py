@@ -1,16 +1,17 @@
 """Simulator -> client -> poller -> collector -> HTTP, all real, over loopback."""
 
 import gzip
+import zlib
 from decimal import Decimal
 
 import httpx
-from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
 
 from conftest import account, samples
 from exporter.config import Secret
+from exporter import metrics as metrics_module
+from exporter.metrics import Exposition
 from exporter.poller import POLL_FAILURE_REASONS
 from exporter.simulator import Fault
 from exporter.web import WebContext, WebServer
@@ -212,13 +213,11 @@ def test_gzip_and_openmetrics(make_stack):
 
 
 def test_a_failing_collector_answers_500_and_the_server_lives_on():
-    class Broken(Collector):
-        def collect(self):
-            raise RuntimeError("a bug")
+    def broken_statuses():
+        raise RuntimeError("a bug")
 
-    registry = CollectorRegistry()
-    registry.register(Broken())
-    server = WebServer(("127.0.0.1", 0), WebContext(registry, lambda: [], "/metrics", "test"))
+    exposition = Exposition(broken_statuses, poll_interval=60, low_available_balance={}, version="test")
+    server = WebServer(("127.0.0.1", 0), WebContext(exposition, lambda: [], "/metrics", "test"))
     server.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as http:
@@ -239,3 +238,32 @@ def test_failure_counters_start_at_zero_for_every_reason(make_stack):
                                   "Account_Locked", "Account_Suppressed", "other"}
     assert set(login_reasons.values()) == {0}
     assert stack.value("ibanera_poll_interval_seconds") == 60
+
+
+def test_gzip_body_is_one_stream_that_any_client_decodes_whole(make_stack):
+    stack = make_stack([account(i) for i in range(1, 50)])
+    stack.poll()
+    url = f"http://127.0.0.1:{stack.server.port}/metrics"
+    for _ in range(2):  # a fresh render, then the cached one
+        with stack.http.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as response:
+            raw = b"".join(response.iter_raw())
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = decoder.decompress(raw).decode()
+        assert decoder.eof and decoder.unused_data == b""  # not a multi-member file
+        assert "ibanera_total_balance{" in text and "python_gc_collections_total{" in text  # both parts
+        assert samples(text)[("ibanera_up", frozenset({("connection", "c0")}))] == 1
+
+
+def test_balances_render_once_per_poll_not_per_scrape(make_stack, monkeypatch):
+    renders = []
+    original = metrics_module.render_balances
+    monkeypatch.setattr(metrics_module, "render_balances", lambda *a: renders.append(1) or original(*a))
+    stack = make_stack([account(1), account(2)])
+    stack.poll()
+    for headers in ({}, {"Accept-Encoding": "gzip"}, {"Accept": "application/openmetrics-text; version=1.0.0"}, {}):
+        assert stack.get("/metrics", headers=headers).status_code == 200
+    assert len(renders) == 1
+    stack.simulator.update_account(1, total=Decimal("7"))
+    stack.poll()
+    assert stack.balances("ibanera_total_balance")["1"] == 7.0
+    assert len(renders) == 2
