@@ -7,7 +7,6 @@ until the single conversion to float at the exposition edge.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -28,17 +27,22 @@ class AccountBalance:
     suppressed: bool
 
 
+# Above about 1.8e308 a float is +Inf; anything with 308 digits before the point is out.
+_MAX_ADJUSTED_EXPONENT = 307
+
+
 def _amount(row: dict, field: str) -> Decimal:
     value = row.get(field)
-    # bool is an int in Python, and "100.00" as a string is not what the API documents:
-    # both would be a guess, so both are refused.
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+    # Exact type checks: bool is an int in Python, and "100.00" as a string is not what
+    # the API documents; both would be a guess, so both are refused.
+    if type(value) is int:
+        value = Decimal(value)
+    elif type(value) is not Decimal:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a number")
-    amount = Decimal(value)
     # 1e400 is a valid JSON number and a finite Decimal, but +Inf as a float: not a balance.
-    if not amount.is_finite() or not math.isfinite(float(amount)):
+    if not value.is_finite() or value.adjusted() > _MAX_ADJUSTED_EXPONENT:
         raise InvalidRow(f"{field} is not a finite number")
-    return amount
+    return value
 
 
 def _describe(value: object) -> str:

@@ -172,13 +172,15 @@ class Running:
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if not line:
-                raise AssertionError(f"exporter exited early: {self.lines}")
+                break
             self.lines.append(line)
             match = re.search(r"127\.0\.0\.1:(\d+)", line) if "listening" in line else None
             if match:
                 self.url = f"http://127.0.0.1:{match.group(1)}"
                 return
-        raise AssertionError(f"no listening line: {self.lines}")
+        self.proc.kill()  # never leave a daemon behind a failed test
+        self.proc.wait(5)
+        raise AssertionError(f"the exporter did not start listening: {self.lines}")
 
     def wait_ready(self, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
