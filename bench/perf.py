@@ -250,12 +250,24 @@ def main() -> int:
     parser.add_argument("--memory-polls", type=int, default=50)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results = [measure(n, args.scrapes) for n in args.sizes]
-    memories = [memory(n, 5) for n in args.sizes[:-1]] + [memory(args.sizes[-1], args.memory_polls)]
+    results: list[dict] = []
+    memories: list[dict] = []
+
+    def save() -> None:  # after every measurement, so that a long run never loses what it measured
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "results": results,
+                                             "memory": memories}, indent=2) + "\n")
+
+    for n in args.sizes:
+        results.append(measure(n, args.scrapes))
+        print(json.dumps(results[-1]), flush=True)
+        save()
+    for n in args.sizes:
+        memories.append(memory(n, args.memory_polls if n == args.sizes[-1] else 5))
+        print(json.dumps(memories[-1]), flush=True)
+        save()
     _print(results, memories)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "results": results, "memory": memories}, indent=2) + "\n")
     return 0
 
 
