@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections import Counter
@@ -277,9 +278,14 @@ class IbaneraClient:
         self._backoff = wait_exponential_jitter(
             multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
         )
+        if connection.tls_insecure_skip_verify:
+            log.warning("TLS verification is off: anyone on the path to the API can read the credentials",
+                        extra={"connection": connection.name})
         self._http = httpx.Client(
             base_url=connection.base_url,
             timeout=request_timeout,
+            # Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them by default.
+            verify=_tls_verification(connection),
             follow_redirects=False,
             headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json"},
         )
@@ -564,6 +570,12 @@ class IbaneraClient:
                 "retry_in": f"{state.upcoming_sleep:.1f}s",
             },
         )
+
+
+def _tls_verification(connection: ConnectionConfig) -> ssl.SSLContext | bool:
+    if connection.tls_insecure_skip_verify:
+        return False
+    return ssl.create_default_context(cafile=connection.ca_file) if connection.ca_file else True
 
 
 def _is_otp_refusal(exc: ApiRejected) -> bool:

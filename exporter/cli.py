@@ -20,6 +20,7 @@ from .metrics import Exposition
 from .poller import Poller
 from .simulator import Simulator
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
+from .webconfig import WebConfigError, WebConfigWatcher
 
 DEFAULT_LISTEN_ADDRESS = ":10095"  # outside 9100-9999: an exporter for one vendor's API
 SHUTDOWN_GRACE_SECONDS = 1.5
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="configuration file (default: %(default)s)")
     parser.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN_ADDRESS, metavar="HOST:PORT",
                         help="address to serve /metrics on (default: %(default)s, all interfaces)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                        help="TLS, client certificates, basic auth and headers, in the exporter-toolkit format")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
                         help="path under which to expose metrics (default: %(default)s)")
     parser.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS,
@@ -103,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenAddressError as exc:
         return _fail(str(exc), 2)
 
+    web_config = None
+    if args.web_config_file:
+        try:
+            web_config = WebConfigWatcher(args.web_config_file)
+        except WebConfigError as exc:
+            return _fail(str(exc), 2)
+
     simulator = None
     if args.demo:
         simulator = Simulator(drift_every=5.0).start()
@@ -117,10 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if simulator:
             simulator.stop()
         return 0
-    return _serve(config, address, args.telemetry_path, simulator)
+    return _serve(config, address, args.telemetry_path, simulator, web_config)
 
 
-def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None) -> int:
+def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
+           web_config: WebConfigWatcher | None) -> int:
     stop = threading.Event()
     pollers = [
         Poller(
@@ -142,7 +153,7 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simula
     )
     context = WebContext(exposition, statuses, telemetry_path, __version__)
     try:
-        server = WebServer(address, context)
+        server = WebServer(address, context, web_config)
     except OSError as exc:
         return _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", 1)
 
@@ -155,9 +166,11 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simula
     server.start()
     for poller in pollers:
         poller.start()
+    web, _ = web_config.current() if web_config else (None, None)
     log.info(
         "listening",
         extra={"address": f"{address[0]}:{server.port}", "telemetry_path": telemetry_path, "version": __version__,
+               "tls": bool(web and web.tls), "basic_auth_users": len(web.basic_auth_users) if web else 0,
                "connections": ",".join(p.name for p in pollers), "demo": simulator is not None},
     )
     stop.wait()

@@ -76,6 +76,8 @@ class ConnectionConfig:
     page_size: int = 100
     # A server that keeps answering "there is another page" must not keep us polling forever.
     max_pages: int = 1000
+    ca_file: Path | None = None  # CA bundle for the API's certificate instead of the system's
+    tls_insecure_skip_verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,8 @@ def _type_name(value: object) -> str:
 
 
 _SECRET_KEYS = ("username", "password", "totp_secret")
-_CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages"} | {
+_CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages", "ca_file",
+                    "tls_insecure_skip_verify"} | {
     k for s in _SECRET_KEYS for k in (s, f"{s}_file")
 }
 _TOP_KEYS = {
@@ -255,7 +258,17 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
         decode_secret(totp_secret.reveal(), encoding)
     except SecretDecodeError as exc:
         raise reader.error(f"{key}.totp_secret", str(exc)) from None
+    ca_file = None
+    if "ca_file" in data:
+        ca_file = (reader.base_dir / reader.string(data, "ca_file", f"{key}.ca_file")).expanduser()
+        if not os.access(ca_file, os.R_OK):
+            raise reader.error(f"{key}.ca_file", f"cannot read {ca_file}")
+    insecure = data.get("tls_insecure_skip_verify", False)
+    if not isinstance(insecure, bool):
+        raise reader.error(f"{key}.tls_insecure_skip_verify", f"expected true or false, got {_type_name(insecure)}")
     return ConnectionConfig(
+        ca_file=ca_file,
+        tls_insecure_skip_verify=insecure,
         name=name,
         base_url=base_url,
         username=username,

@@ -16,6 +16,7 @@ import base64
 import json
 import random
 import secrets
+import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -155,6 +156,7 @@ class Simulator:
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.username = username
         self.password = password
@@ -176,6 +178,7 @@ class Simulator:
         self._clock = clock
         self._lock = threading.Lock()
         self._accounts = {a.id: a for a in (demo_accounts() if accounts is None else accounts)}
+        self._ordered_cache: list[SimAccount] | None = None
         self._tokens: dict[str, float] = {}
         self._faults: deque[Fault] = deque()
         self._failed_logins = 0
@@ -189,6 +192,10 @@ class Simulator:
         self.issued_tokens: list[str] = []
         self.otp_codes_seen: list[str] = []
         self._server = _QuietServer((host, port), self._handler_class())
+        self._scheme = "http"
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -196,7 +203,7 @@ class Simulator:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     @property
     def totp_secret_base32(self) -> str:
@@ -225,14 +232,17 @@ class Simulator:
     def set_accounts(self, accounts: list[SimAccount]) -> None:
         with self._lock:
             self._accounts = {a.id: a for a in accounts}
+            self._ordered_cache = None
 
     def update_account(self, account_id: int, **changes: object) -> None:
         with self._lock:
             self._accounts[account_id] = replace(self._accounts[account_id], **changes)
+            self._ordered_cache = None
 
     def remove_account(self, account_id: int) -> None:
         with self._lock:
             del self._accounts[account_id]
+            self._ordered_cache = None
 
     def served_values(self, account_id: int) -> set[tuple]:
         """Every (total, available, pending) served for the account (needs `served` set to {})."""
@@ -331,9 +341,9 @@ class Simulator:
     def _balances(self, query: dict[str, list[str]], fault: Fault | None = None) -> tuple[int, dict]:
         with self._lock:
             self._drift()
-            rows = [a.to_json() for a in sorted(self._accounts.values(), key=lambda a: a.id)]
+            accounts = self._ordered()  # replaced, never changed in place: safe to read unlocked
         if "pageNumber" not in query and "pageSize" not in query:
-            return 200, _envelope(rows)
+            return 200, _envelope([a.to_json() for a in accounts])
         try:
             number = int(query.get("pageNumber", ["1"])[0])
             size = int(query.get("pageSize", ["10"])[0])
@@ -343,15 +353,18 @@ class Simulator:
             return 400, _error("Invalid", "pageSize" if size < 1 else "pageNumber")
         if self.max_page_size:
             size = min(size, self.max_page_size)
-        pages = max(1, -(-len(rows) // size))
-        served = rows[(number - 1) * size : number * size]
+        pages = max(1, -(-len(accounts) // size))
+        # Only the page asked for is turned into JSON: a server that did all of them for
+        # every page would make the benchmark's floor (bench/perf.py) meaninglessly slow.
+        if fault is not None and fault.kind == "repeat":
+            served = [a.to_json() for a in accounts[max(0, number - 2) * size : max(1, number - 1) * size]]
+        else:
+            served = [a.to_json() for a in accounts[(number - 1) * size : number * size]]
         if self.endless_pages:
             pages = number + 1
-            served = [{**rows[0], "id": 10_000_000 + number * size + i} for i in range(size)] if rows else []
+            served = [{**accounts[0].to_json(), "id": 10_000_000 + number * size + i} for i in range(size)] if accounts else []
         if fault is not None and fault.kind == "empty":
             served = []
-        elif fault is not None and fault.kind == "repeat":
-            served = rows[max(0, number - 2) * size : max(1, number - 1) * size]
         elif fault is not None and fault.kind == "huge":
             served = served + [{"padding": "x" * fault.size}]
         if self.served is not None:
@@ -363,6 +376,12 @@ class Simulator:
         if self.report_number_of_pages:
             extra["numberOfPages"] = pages
         return 200, _envelope(served, **extra)
+
+    def _ordered(self) -> list[SimAccount]:
+        """The accounts by id, the order pages follow. Called under the lock."""
+        if self._ordered_cache is None:
+            self._ordered_cache = sorted(self._accounts.values(), key=lambda a: a.id)
+        return self._ordered_cache
 
     def _drift(self) -> None:
         """Balances that move over time, for the demo: a small random walk per account."""
@@ -377,6 +396,7 @@ class Simulator:
                 pending = max(Decimal(0), (account.total * Decimal(self._random.uniform(0, 0.01))).quantize(unit))
                 total = max(Decimal(0), account.total + step)
                 self._accounts[account.id] = replace(account, total=total, pending=pending, available=max(Decimal(0), total - pending))
+            self._ordered_cache = None
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         simulator = self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 
 from .metrics import Exposition
 from .poller import ConnectionStatus
+from .webconfig import BasicAuth, WebConfig, WebConfigWatcher, peer_sans_allowed
 
 log = logging.getLogger("exporter.web")
 
@@ -43,15 +45,46 @@ class WebContext:
     version: str
 
 
+HANDSHAKE_TIMEOUT_SECONDS = 10  # a client that never finishes its TLS handshake holds one thread, not forever
+NO_WEB_CONFIG = WebConfig()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # A restarted exporter must be able to bind its port again straight away.
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], context: WebContext) -> None:
+    def __init__(self, address: tuple[str, int], context: WebContext, web_config: WebConfigWatcher | None) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.context = context
+        self.web_config = web_config
+        self.basic_auth = BasicAuth()
         super().__init__(address, _Handler)
+
+    def current_web_config(self) -> tuple[WebConfig, ssl.SSLContext | None]:
+        return self.web_config.current() if self.web_config else (NO_WEB_CONFIG, None)
+
+    def finish_request(self, request: socket.socket, client_address: tuple) -> None:
+        # The TLS handshake runs here, in the connection's own thread, so that a slow or
+        # hostile client cannot hold up accept(); each connection gets the context of the
+        # moment, which is how rotated certificates take effect.
+        config, tls_context = self.current_web_config()
+        if tls_context is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
+        try:
+            connection = tls_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("tls handshake failed", extra={"client": client_address[0], "error": str(exc)})
+            return None
+        try:
+            if config.tls.client_allowed_sans and not peer_sans_allowed(connection, config.tls.client_allowed_sans):
+                log.warning("client certificate refused: none of client_allowed_sans", extra={"client": client_address[0]})
+                return None
+            connection.settimeout(None)
+            return super().finish_request(connection, client_address)
+        finally:
+            connection.close()
 
     def handle_error(self, request: object, client_address: tuple) -> None:
         # socketserver would print a traceback to stderr; a scraper that hangs up early is
@@ -64,14 +97,25 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    _web_config = NO_WEB_CONFIG
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
     # and delayed ACKs add ~40 ms to every keep-alive request.
     disable_nagle_algorithm = True
     server_version = "ibanera-exporter"
 
+    # An idle keep-alive connection gives its thread back after this long.
+    timeout = 300
+
     def do_GET(self) -> None:
         context = self.server.context
         path = urlsplit(self.path).path
+        self._web_config, _ = self.server.current_web_config()
+        users = self._web_config.basic_auth_users
+        # /-/healthy stays open for liveness probes, which carry no credentials.
+        if users and path != "/-/healthy" and not self.server.basic_auth.check(users, self.headers.get("Authorization")):
+            self._send(401, "text/plain; charset=utf-8", b"Unauthorized.\n",
+                       extra_headers={"WWW-Authenticate": 'Basic realm="ibanera-exporter", charset="UTF-8"'})
+            return
         if path == context.telemetry_path:
             self._metrics(context)
         elif path == "/":
@@ -102,12 +146,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, content_type, body, content_encoding="gzip" if gzipped else None)
 
-    def _send(self, code: int, content_type: str, body: bytes, content_encoding: str | None = None) -> None:
+    def _send(self, code: int, content_type: str, body: bytes, content_encoding: str | None = None,
+              extra_headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if content_encoding:
             self.send_header("Content-Encoding", content_encoding)
+        for name, value in {**self._web_config.headers, **(extra_headers or {})}.items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -151,8 +198,8 @@ def _landing_page(context: WebContext) -> str:
 
 
 class WebServer:
-    def __init__(self, address: tuple[str, int], context: WebContext) -> None:
-        self._server = _Server(address, context)
+    def __init__(self, address: tuple[str, int], context: WebContext, web_config: WebConfigWatcher | None = None) -> None:
+        self._server = _Server(address, context, web_config)
         # A short poll interval makes shutdown() return promptly on SIGTERM.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="web", daemon=True)
 

@@ -1,0 +1,315 @@
+"""--web.config.file, in the Prometheus exporter-toolkit format: TLS, mTLS, basic auth, headers.
+
+Same keys, same meaning as the Go exporters' file, so one file serves both. Where Python's
+ssl module cannot do what a key asks (Go cipher-suite names, asking for a client
+certificate without verifying it), the key is refused with a clear error, never ignored.
+The file and the certificates are read again when one of them changes, so certificates
+rotate without a restart; a change that does not load leaves the last good config serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import ssl
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import bcrypt
+import yaml
+
+log = logging.getLogger("exporter.webconfig")
+
+CLIENT_AUTH_TYPES = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+UNSUPPORTED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
+TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# The exporter-toolkit's allow-list, with the values it accepts where it restricts them.
+ALLOWED_HEADERS = {
+    "Content-Security-Policy": None,
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-XSS-Protection": None,
+    "Strict-Transport-Security": None,
+}
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "client_allowed_sans",
+             "min_version", "max_version"}
+_UNSUPPORTED_TLS_KEYS = {
+    "cert": "put the certificate in a file and use cert_file",
+    "key": "put the key in a file and use key_file",
+    "client_ca": "put the CA in a file and use client_ca_file",
+    "cipher_suites": "Go cipher-suite names have no OpenSSL equivalent here; the defaults of min_version apply",
+    "prefer_server_cipher_suites": "see cipher_suites",
+    "curve_preferences": "Go curve names have no OpenSSL equivalent here",
+}
+
+
+class WebConfigError(Exception):
+    """The web config cannot be used. The message names the key and the file, never a secret."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert_file: Path
+    key_file: Path
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Path | None = None
+    client_allowed_sans: tuple[str, ...] = ()
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    tls: TLSConfig | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    basic_auth_users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
+
+
+def _mapping(value: object, key: str, source: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebConfigError(f"{source}: {key}: expected a mapping")
+    return value
+
+
+def parse_web_config(data: object, source: str, base_dir: Path) -> WebConfig:
+    data = _mapping(data, "top level", source)
+    for key in data:
+        if key == "rate_limit":
+            raise WebConfigError(f"{source}: rate_limit: not supported by ibanera-exporter")
+        if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
+            raise WebConfigError(f"{source}: {key}: unknown key")
+    return WebConfig(
+        tls=_tls(data.get("tls_server_config"), source, base_dir),
+        headers=_headers(data.get("http_server_config"), source),
+        basic_auth_users=_users(data.get("basic_auth_users"), source),
+    )
+
+
+def _tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
+    data = _mapping(value, "tls_server_config", source)
+    if not data:
+        return None
+    for key in data:
+        if key in _UNSUPPORTED_TLS_KEYS:
+            raise WebConfigError(f"{source}: tls_server_config.{key}: not supported: {_UNSUPPORTED_TLS_KEYS[key]}")
+        if key not in _TLS_KEYS:
+            raise WebConfigError(f"{source}: tls_server_config.{key}: unknown key")
+
+    def path(key: str) -> Path | None:
+        text = data.get(key)
+        if text is None:
+            return None
+        if not isinstance(text, str) or not text:
+            raise WebConfigError(f"{source}: tls_server_config.{key}: expected a file name")
+        return base_dir / text  # relative paths are relative to the web config file
+
+    cert_file, key_file = path("cert_file"), path("key_file")
+    if cert_file is None or key_file is None:
+        raise WebConfigError(f"{source}: tls_server_config: cert_file and key_file are both required")
+    auth_type = data.get("client_auth_type", "NoClientCert")
+    if auth_type in UNSUPPORTED_CLIENT_AUTH:
+        raise WebConfigError(f"{source}: tls_server_config.client_auth_type: {auth_type} accepts unverified client "
+                             "certificates, which this exporter does not do; use RequireAndVerifyClientCert")
+    if auth_type not in CLIENT_AUTH_TYPES:
+        raise WebConfigError(f"{source}: tls_server_config.client_auth_type: expected one of "
+                             f"{', '.join(CLIENT_AUTH_TYPES)}, got {auth_type!r}")
+    client_ca = path("client_ca_file")
+    if auth_type != "NoClientCert" and client_ca is None:
+        raise WebConfigError(f"{source}: tls_server_config.client_ca_file: required with client_auth_type {auth_type}")
+    sans = data.get("client_allowed_sans") or []
+    if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans):
+        raise WebConfigError(f"{source}: tls_server_config.client_allowed_sans: expected a list of strings")
+    if sans and auth_type != "RequireAndVerifyClientCert":
+        raise WebConfigError(f"{source}: tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert")
+    versions = []
+    for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
+        version = data.get(key, default)
+        if version not in TLS_VERSIONS:
+            raise WebConfigError(f"{source}: tls_server_config.{key}: expected one of {', '.join(TLS_VERSIONS)}, got {version!r}")
+        versions.append(version)
+    if TLS_VERSIONS[versions[0]] > TLS_VERSIONS[versions[1]]:
+        raise WebConfigError(f"{source}: tls_server_config.max_version: is below min_version")
+    return TLSConfig(cert_file, key_file, auth_type, client_ca, tuple(sans), *versions)
+
+
+def _headers(value: object, source: str) -> dict[str, str]:
+    data = _mapping(value, "http_server_config", source)
+    for key in data:
+        if key not in ("headers", "http2"):
+            raise WebConfigError(f"{source}: http_server_config.{key}: unknown key")
+    headers = _mapping(data.get("headers"), "http_server_config.headers", source)
+    result = {}
+    for name, text in headers.items():
+        key = f"http_server_config.headers.{name}"
+        if name not in ALLOWED_HEADERS:
+            raise WebConfigError(f"{source}: {key}: not an allowed header ({', '.join(ALLOWED_HEADERS)})")
+        if not isinstance(text, str):
+            raise WebConfigError(f"{source}: {key}: expected a string")
+        allowed = ALLOWED_HEADERS[name]
+        if text and allowed and text.lower() not in allowed:
+            raise WebConfigError(f"{source}: {key}: expected one of {', '.join(allowed)}, got {text!r}")
+        if text:  # blank means unset, as in the toolkit
+            result[name] = text
+    return result
+
+
+def _users(value: object, source: str) -> dict[str, bytes]:
+    users = _mapping(value, "basic_auth_users", source)
+    result = {}
+    for user, hashed in users.items():
+        if not isinstance(user, str) or not user or ":" in user:
+            raise WebConfigError(f"{source}: basic_auth_users: user names must be non-empty and without ':'")
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            # Say what is wrong without echoing it: it may be a password typed in clear.
+            raise WebConfigError(f"{source}: basic_auth_users.{user}: expected a bcrypt hash ($2y$..., see htpasswd -B)")
+        result[user] = hashed.encode()
+    return result
+
+
+def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[tls.min_version]
+    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise WebConfigError(f"{source}: tls_server_config: cannot load {tls.cert_file} and {tls.key_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    context.verify_mode = CLIENT_AUTH_TYPES[tls.client_auth_type]
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise WebConfigError(f"{source}: tls_server_config.client_ca_file: cannot load {tls.client_ca_file}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
+def load_web_config(path: str | Path) -> tuple[WebConfig, ssl.SSLContext | None]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WebConfigError(f"{path}: cannot read the web config file: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise WebConfigError(f"{path}: not valid YAML{where}") from None
+    config = parse_web_config(data, str(path), path.parent)
+    return config, (build_ssl_context(config.tls, str(path)) if config.tls else None)
+
+
+class WebConfigWatcher:
+    """The current web config, read again whenever the file or a certificate changes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._lock = threading.Lock()
+        self._config, self._context = load_web_config(self._path)  # at start-up, errors are fatal
+        self._stamps = self._file_stamps()
+
+    def current(self) -> tuple[WebConfig, ssl.SSLContext | None]:
+        stamps = self._file_stamps()
+        if stamps != self._stamps:
+            with self._lock:
+                if stamps != self._stamps:
+                    self._stamps = stamps
+                    try:
+                        self._config, self._context = load_web_config(self._path)
+                        log.info("web config reloaded", extra={"file": str(self._path)})
+                    except WebConfigError as exc:
+                        log.error("web config not reloaded, the last good one stays in use", extra={"error": str(exc)})
+        return self._config, self._context
+
+    def _file_stamps(self) -> tuple:
+        files = [self._path]
+        if self._config.tls:
+            files += [self._config.tls.cert_file, self._config.tls.key_file]
+            if self._config.tls.client_ca_file:
+                files.append(self._config.tls.client_ca_file)
+        stamps = []
+        for file in files:
+            try:
+                stat = os.stat(file)
+                stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
+
+
+class BasicAuth:
+    """bcrypt checks of `Authorization: Basic`, cached so that a scrape every 15 s stays cheap."""
+
+    CACHE_SIZE = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._good: OrderedDict[bytes, None] = OrderedDict()  # only successes: a cache of failures would speed up guessing
+        self._dummies: dict[bytes, bytes] = {}
+
+    def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
+        user, password = _credentials(header)
+        if user is None:
+            return False
+        hashed = users.get(user)
+        known = hashed is not None
+        # An unknown user costs a bcrypt check like a known one, so timing does not tell names apart.
+        hashed = hashed if known else self._dummy(next(iter(users.values())))
+        key = hashlib.sha256(user.encode() + b"\0" + password + b"\0" + hashed).digest()
+        with self._lock:
+            if key in self._good:
+                self._good.move_to_end(key)
+                return True
+        try:
+            matches = bcrypt.checkpw(password, hashed)
+        except ValueError:  # bcrypt refuses passwords over 72 bytes: a wrong password, not an error
+            matches = False
+        if not matches or not known:
+            return False
+        with self._lock:
+            self._good[key] = None
+            if len(self._good) > self.CACHE_SIZE:
+                self._good.popitem(last=False)
+        return True
+
+    def _dummy(self, like: bytes) -> bytes:
+        cost = like[4:6]
+        with self._lock:
+            if cost not in self._dummies:
+                self._dummies[cost] = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=int(cost)))
+            return self._dummies[cost]
+
+
+def _credentials(header: str | None) -> tuple[str | None, bytes]:
+    if not header or not header.startswith("Basic "):
+        return None, b""
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None, b""
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None, b""
+    try:
+        return user.decode(), password
+    except UnicodeDecodeError:
+        return None, b""
+
+
+def peer_sans_allowed(tls_socket: ssl.SSLSocket, allowed: tuple[str, ...]) -> bool:
+    """Whether the verified client certificate names one of `allowed` as a subject alternative name."""
+    certificate = tls_socket.getpeercert() or {}
+    return not {value for _, value in certificate.get("subjectAltName", ())}.isdisjoint(allowed)
