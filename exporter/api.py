@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
@@ -29,12 +29,13 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from . import __version__
 from .config import DEFAULT_MAX_LOGIN_REFUSALS, DEFAULT_MAX_RESPONSE_SIZE, ConnectionConfig, RetryPolicy
-from .model import AccountBalance, InvalidRow, parse_account
+from .model import AccountBalance, CardBalance, InvalidRow, parse_account, parse_card
 from .totp import STEP_SECONDS, decode_secret, totp_at
 
 LOGIN_PATH = "/api/v1/public/auth/login"
 BALANCES_PATH = "/api/v1/customer/accounts/balances"
-ENDPOINTS = ("login", "accounts_balances")  # the `endpoint` label ("clock" too, for the probe)
+CARDS_PATH = "/api/v1/customer/cards/balances"
+ENDPOINTS = ("login", "accounts_balances", "cards_balances")  # the `endpoint` label ("clock" too, for the probe)
 CLOCK_OFFSET_TOLERANCE = 2.0  # seconds
 # The documented login refusals; anything else is counted as "other" so that a server
 # cannot grow the label set of ibanera_login_failures_total without bound.
@@ -119,10 +120,34 @@ class BalancesResult:
 
 
 @dataclass(frozen=True)
-class BalancesPage:
-    accounts: tuple[AccountBalance, ...]
+class CardsResult:
+    cards: tuple[CardBalance, ...]
+    pages: int
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: tuple  # AccountBalance or CardBalance, validated
     number_of_pages: int | None  # None when the reply does not say
-    served_size: int | None  # the pageSize the server says it used
+    served_size: int | None  # the page size the server says it used
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How one paginated endpoint is walked and its rows read."""
+
+    endpoint: str  # the `endpoint` label
+    path: str
+    page_number_param: str
+    page_size_param: str
+    parse_row: Callable[[object], object]
+    row_id: Callable[[object], int]
+
+
+ACCOUNTS_LISTING = Listing("accounts_balances", BALANCES_PATH, "pageNumber", "pageSize",
+                           parse_account, lambda account: account.asset_account_id)
+# The cards endpoint spells its paging parameters with capitals, as documented.
+CARDS_LISTING = Listing("cards_balances", CARDS_PATH, "PageNumber", "PageSize", parse_card, lambda card: card.card_id)
 
 
 @dataclass(frozen=True)
@@ -227,24 +252,24 @@ def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], cont
     raise MalformedResponse(f"{endpoint}: the envelope has no status \"1\" or \"0\"")
 
 
-def read_balances_page(envelope: dict, page: int) -> BalancesPage:
-    """One page of GET /customer/accounts/balances, every row validated, or MalformedResponse."""
+def read_page(envelope: dict, page: int, parse_row: Callable[[object], object] = parse_account) -> Page:
+    """One page of a paginated listing, every row validated, or MalformedResponse."""
     rows = envelope.get("details")
     if not isinstance(rows, list):
-        raise MalformedResponse(f"balances page {page}: details is not a list")
+        raise MalformedResponse(f"page {page}: details is not a list")
     reported_page = envelope.get("pageNumber")
     if _is_int(reported_page) and reported_page != page:
-        raise MalformedResponse(f"balances page {page}: the server answered with page {reported_page}")
-    accounts = []
+        raise MalformedResponse(f"page {page}: the server answered with page {reported_page}")
+    parsed = []
     for row in rows:
         try:
-            accounts.append(parse_account(row))
+            parsed.append(parse_row(row))
         except InvalidRow as exc:
-            raise MalformedResponse(f"balances page {page}: {exc}") from None
+            raise MalformedResponse(f"page {page}: {exc}") from None
     number_of_pages = envelope.get("numberOfPages")
     served_size = envelope.get("pageSize")
-    return BalancesPage(
-        accounts=tuple(accounts),
+    return Page(
+        rows=tuple(parsed),
         number_of_pages=number_of_pages if _is_int(number_of_pages) else None,
         served_size=served_size if _is_int(served_size) and served_size > 0 else None,
     )
@@ -324,36 +349,52 @@ class IbaneraClient:
 
     def fetch_balances(self) -> BalancesResult:
         """Every page of the caller's asset accounts, or an ApiError: never a partial list."""
+        accounts, pages = self._fetch_all(ACCOUNTS_LISTING)
+        return BalancesResult(accounts, pages)
+
+    def fetch_cards(self) -> CardsResult:
+        """Every page of the customer's card balances, or an ApiError: never a partial list."""
+        listing = CARDS_LISTING
+        if self.connection.cards_holder_name_label:  # personal data: read only when asked for
+            listing = replace(CARDS_LISTING, parse_row=lambda row: parse_card(row, keep_holder_name=True))
+        cards, pages = self._fetch_all(listing)
+        return CardsResult(cards, pages)
+
+    def _fetch_all(self, listing: Listing) -> tuple[tuple, int]:
         size = self.connection.page_size
-        accounts: list[AccountBalance] = []
+        rows: list = []
         seen_ids: set[int] = set()
         page = 1
         while True:
             if page > self.connection.max_pages:
-                raise TooManyPages(f"more than max_pages={self.connection.max_pages} pages of balances")
-            envelope = self._get_authorized("accounts_balances", BALANCES_PATH, {"pageNumber": page, "pageSize": size})
-            result = read_balances_page(envelope, page)
-            for account in result.accounts:
-                if account.asset_account_id in seen_ids:
+                raise TooManyPages(f"{listing.endpoint}: more than max_pages={self.connection.max_pages} pages")
+            envelope = self._get_authorized(listing.endpoint, listing.path,
+                                             {listing.page_number_param: page, listing.page_size_param: size})
+            try:
+                result = read_page(envelope, page, listing.parse_row)
+            except MalformedResponse as exc:
+                raise MalformedResponse(f"{listing.endpoint} {exc}") from None
+            for row in result.rows:
+                row_id = listing.row_id(row)
+                if row_id in seen_ids:
                     # A repeated id means pages overlapped or repeated: which row is right is unknown.
-                    raise MalformedResponse(f"balances page {page}: account {account.asset_account_id} appears twice")
-                seen_ids.add(account.asset_account_id)
-            accounts.extend(result.accounts)
+                    raise MalformedResponse(f"{listing.endpoint} page {page}: id {row_id} appears twice")
+                seen_ids.add(row_id)
+            rows.extend(result.rows)
             if result.number_of_pages is not None:
                 if result.number_of_pages > self.connection.max_pages:
-                    raise TooManyPages(
-                        f"the server reports {result.number_of_pages} pages, more than max_pages={self.connection.max_pages}"
-                    )
+                    raise TooManyPages(f"{listing.endpoint}: the server reports {result.number_of_pages} pages, "
+                                       f"more than max_pages={self.connection.max_pages}")
                 if page >= result.number_of_pages:
                     break
-                if not result.accounts:
-                    raise MalformedResponse(f"balances page {page} of {result.number_of_pages} is empty")
-            # No page count: a short page is the last one. The server may cap pageSize below
-            # what we asked, so compare with the size it says it used.
-            elif len(result.accounts) < (result.served_size or size):
+                if not result.rows:
+                    raise MalformedResponse(f"{listing.endpoint} page {page} of {result.number_of_pages} is empty")
+            # No page count: a short page is the last one. The server may cap the page size
+            # below what we asked, so compare with the size it says it used.
+            elif len(result.rows) < (result.served_size or size):
                 break
             page += 1
-        return BalancesResult(tuple(accounts), pages=page)
+        return tuple(rows), page
 
     # -- authentication ---------------------------------------------------------------
 

@@ -66,11 +66,13 @@ def _demo_config(simulator: Simulator) -> Config:
         password=Secret(simulator.password),
         totp_secret=Secret(simulator.totp_secret_base32),
         page_size=5,  # the demo has 7 accounts: two pages, so pagination is on show
+        cards=True,
     )
     return Config(
         connections=(connection,),
         poll_interval=10.0,
         low_available_balance={"USD": Decimal("10000"), "USDC": Decimal("5000")},
+        low_available_card_balance={"USD": Decimal("200"), "EUR": Decimal("100")},
     )
 
 
@@ -85,9 +87,13 @@ def _describe(config: Config, source: str) -> str:
         lines.append(
             f"  connection {c.name}: {c.base_url}, {c.page_size} accounts per page (at most {c.max_pages} pages), "
             f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
+            + (f", card balances too{' with holder names' if c.cards_holder_name_label else ''}" if c.cards else "")
         )
     thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))
     lines.append(f"  low available balance thresholds: {thresholds or 'none'}")
+    if config.low_available_card_balance:
+        cards = ", ".join(f"{c} < {amount}" for c, amount in sorted(config.low_available_card_balance.items()))
+        lines.append(f"  low available card balance thresholds: {cards}")
     return "\n".join(lines)
 
 
@@ -149,7 +155,8 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simula
         return [p.status() for p in pollers]
 
     exposition = Exposition(
-        statuses, poll_interval=config.poll_interval, low_available_balance=config.low_available_balance, version=__version__
+        statuses, poll_interval=config.poll_interval, low_available_balance=config.low_available_balance, version=__version__,
+        low_available_card_balance=config.low_available_card_balance,
     )
     context = WebContext(exposition, statuses, telemetry_path, __version__)
     try:

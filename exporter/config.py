@@ -78,6 +78,8 @@ class ConnectionConfig:
     max_pages: int = 1000
     ca_file: Path | None = None  # CA bundle for the API's certificate instead of the system's
     tls_insecure_skip_verify: bool = False
+    cards: bool = False  # also poll GET /customer/cards/balances
+    cards_holder_name_label: bool = False  # card holders' names are personal data
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Config:
     max_login_refusals: int = DEFAULT_MAX_LOGIN_REFUSALS
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     low_available_balance: Mapping[str, Decimal] = field(default_factory=dict)
+    low_available_card_balance: Mapping[str, Decimal] = field(default_factory=dict)  # by currency
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -233,7 +236,7 @@ def _type_name(value: object) -> str:
 
 _SECRET_KEYS = ("username", "password", "totp_secret")
 _CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages", "ca_file",
-                    "tls_insecure_skip_verify"} | {
+                    "tls_insecure_skip_verify", "cards", "cards_holder_name_label"} | {
     k for s in _SECRET_KEYS for k in (s, f"{s}_file")
 }
 _TOP_KEYS = {
@@ -263,12 +266,16 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
         ca_file = (reader.base_dir / reader.string(data, "ca_file", f"{key}.ca_file")).expanduser()
         if not os.access(ca_file, os.R_OK):
             raise reader.error(f"{key}.ca_file", f"cannot read {ca_file}")
-    insecure = data.get("tls_insecure_skip_verify", False)
-    if not isinstance(insecure, bool):
-        raise reader.error(f"{key}.tls_insecure_skip_verify", f"expected true or false, got {_type_name(insecure)}")
+    flags = {}
+    for flag in ("tls_insecure_skip_verify", "cards", "cards_holder_name_label"):
+        flags[flag] = data.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise reader.error(f"{key}.{flag}", f"expected true or false, got {_type_name(flags[flag])}")
+    if flags["cards_holder_name_label"] and not flags["cards"]:
+        raise reader.error(f"{key}.cards_holder_name_label", "needs cards: true")
     return ConnectionConfig(
         ca_file=ca_file,
-        tls_insecure_skip_verify=insecure,
+        **flags,
         name=name,
         base_url=base_url,
         username=username,
@@ -280,14 +287,14 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
     )
 
 
-def _read_thresholds(reader: _Reader, data: object) -> dict[str, Decimal]:
-    data = reader.mapping(data, "thresholds", {"low_available_balance"})
-    per_asset = data.get("low_available_balance", {})
+def _read_thresholds(reader: _Reader, data: object, name: str) -> dict[str, Decimal]:
+    data = reader.mapping(data, "thresholds", {"low_available_balance", "low_available_card_balance"})
+    per_asset = data.get(name, {})
     if not isinstance(per_asset, dict):
-        raise reader.error("thresholds.low_available_balance", f"expected a mapping of asset to amount, got {_type_name(per_asset)}")
+        raise reader.error(f"thresholds.{name}", f"expected a mapping of asset to amount, got {_type_name(per_asset)}")
     result = {}
     for asset, value in per_asset.items():
-        key = f"thresholds.low_available_balance.{asset}"
+        key = f"thresholds.{name}.{asset}"
         if not isinstance(asset, str) or not asset:
             raise reader.error(key, "asset must be a non-empty string")
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -334,7 +341,8 @@ def parse_config(data: object, source: str, environ: Mapping[str, str] | None = 
         login_backoff=login_backoff,
         max_login_refusals=reader.integer(data, "max_login_refusals", "max_login_refusals", DEFAULT_MAX_LOGIN_REFUSALS, 1, 10),
         max_response_size=reader.size(data, "max_response_size", DEFAULT_MAX_RESPONSE_SIZE),
-        low_available_balance=_read_thresholds(reader, data.get("thresholds", {})),
+        low_available_balance=_read_thresholds(reader, data.get("thresholds", {}), "low_available_balance"),
+        low_available_card_balance=_read_thresholds(reader, data.get("thresholds", {}), "low_available_card_balance"),
     )
 
 

@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .config import format_duration
-from .model import AccountBalance
-from .poller import ConnectionStatus, Snapshot
+from .model import AccountBalance, CardBalance
+from .poller import CardSnapshot, ConnectionStatus, Snapshot
 
 # name, HELP, value of an account. The text format and OpenMetrics write gauges the same
 # way, so one rendering serves both.
@@ -50,8 +50,16 @@ def _label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+CARD_FAMILIES: tuple[tuple[str, str, Callable[[CardBalance], float]], ...] = (
+    ("ibanera_card_total_balance", "totalBalance of the card, in units of its currency.", lambda c: float(c.total)),
+    ("ibanera_card_available_balance", "availableBalance of the card, in units of its currency.",
+     lambda c: float(c.available)),
+    ("ibanera_card_pending_balance", "pendingBalance of the card, in units of its currency.", lambda c: float(c.pending)),
+)
+
+
 def render_balances(statuses: Sequence[ConnectionStatus], refreshed: str) -> bytes:
-    """The balance families of every connection's last good snapshot, in exposition format."""
+    """The balance families of every connection's last good snapshots, in exposition format."""
     rows = [
         (f'{{asset="{_label_value(a.asset)}",asset_account_id="{a.asset_account_id}",'
          f'connection="{_label_value(s.name)}"}} ', a)
@@ -61,12 +69,32 @@ def render_balances(statuses: Sequence[ConnectionStatus], refreshed: str) -> byt
     for name, help_text, value in BALANCE_FAMILIES:
         lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
         lines.extend(f"{name}{labels}{floatToGoString(value(account))}\n" for labels, account in rows)
+    if any(s.cards_enabled for s in statuses):
+        _render_cards(statuses, refreshed, lines)
     return "".join(lines).encode()
+
+
+def _render_cards(statuses: Sequence[ConnectionStatus], refreshed: str, lines: list[str]) -> None:
+    cards = [(s.name, c) for s in statuses if s.cards is not None for c in s.cards.cards]
+    rows = [(f'{{card_id="{c.card_id}",connection="{_label_value(name)}",currency="{_label_value(c.currency)}"}} ', c)
+            for name, c in cards]
+    for name, help_text, value in CARD_FAMILIES:
+        lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
+        lines.extend(f"{name}{labels}{floatToGoString(value(card))}\n" for labels, card in rows)
+    # The descriptive fields live in an _info series, so that a change of status does not
+    # break the balance series; the holder's name only where the config asked for it.
+    lines.append("# HELP ibanera_card_info Descriptive fields of a card, always 1. "
+                 f"{refreshed}\n# TYPE ibanera_card_info gauge\n")
+    for name, c in cards:
+        holder = "" if c.holder_name is None else f'card_holder_name="{_label_value(c.holder_name)}",'
+        lines.append(f'ibanera_card_info{{card_id="{c.card_id}",{holder}card_last4="{_label_value(c.card_last4)}",'
+                     f'connection="{_label_value(name)}",customers_reference="{_label_value(c.customers_reference)}",'
+                     f'status="{_label_value(c.status)}"}} 1.0\n')
 
 
 @dataclass(frozen=True)
 class _BalanceCache:
-    snapshots: tuple[Snapshot | None, ...]  # held, so that identity comparisons stay sound
+    snapshots: tuple[Snapshot | CardSnapshot | None, ...]  # held, so that identity comparisons stay sound
     body: bytes
     gzip_prefix: bytes | None = None
     gzip_state: object | None = None  # a zlib compressor that has seen `body`, sync-flushed
@@ -82,11 +110,13 @@ class Exposition:
         poll_interval: float,
         low_available_balance: Mapping[str, Decimal],
         version: str,
+        low_available_card_balance: Mapping[str, Decimal] | None = None,
     ) -> None:
         self._statuses = statuses
         self._refreshed = refreshed_note(poll_interval)
         self.registry = build_registry(HealthCollector(
-            statuses, poll_interval=poll_interval, low_available_balance=low_available_balance, version=version))
+            statuses, poll_interval=poll_interval, low_available_balance=low_available_balance, version=version,
+            low_available_card_balance=low_available_card_balance or {}))
         self._lock = threading.Lock()
         self._cache = _BalanceCache((), b"")
 
@@ -100,7 +130,7 @@ class Exposition:
         return cache.gzip_prefix + compressor.compress(health) + compressor.flush()
 
     def _balances(self, gzipped: bool) -> _BalanceCache:
-        snapshots = tuple(s.snapshot for s in self._statuses())
+        snapshots = _snapshots_of(self._statuses())
         cache = self._cache
         if _same(cache.snapshots, snapshots) and (cache.gzip_state is not None or not gzipped):
             return cache
@@ -108,7 +138,7 @@ class Exposition:
             cache = self._cache
             if not _same(cache.snapshots, snapshots):
                 statuses = self._statuses()
-                snapshots = tuple(s.snapshot for s in statuses)
+                snapshots = _snapshots_of(statuses)
                 cache = _BalanceCache(snapshots, render_balances(statuses, self._refreshed))
             if gzipped and cache.gzip_state is None:
                 compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
@@ -116,6 +146,10 @@ class Exposition:
                 cache = _BalanceCache(cache.snapshots, cache.body, prefix, compressor)
             self._cache = cache
             return cache
+
+
+def _snapshots_of(statuses: Sequence[ConnectionStatus]) -> tuple:
+    return tuple(snapshot for s in statuses for snapshot in (s.snapshot, s.cards))
 
 
 def _same(cached: tuple, current: tuple) -> bool:
@@ -132,10 +166,12 @@ class HealthCollector(Collector):
         poll_interval: float,
         low_available_balance: Mapping[str, Decimal],
         version: str,
+        low_available_card_balance: Mapping[str, Decimal] | None = None,
     ) -> None:
         self._statuses = statuses
         self._poll_interval = poll_interval
         self._thresholds = low_available_balance
+        self._card_thresholds = low_available_card_balance or {}
         self._version = version
         self._refreshed = refreshed_note(poll_interval)
 
@@ -157,6 +193,18 @@ class HealthCollector(Collector):
         for asset, amount in sorted(self._thresholds.items()):
             threshold.add_metric([asset], float(amount))
         yield threshold
+        if self._card_thresholds:
+            card_threshold = GaugeMetricFamily(
+                "ibanera_card_low_threshold",
+                "Available card balance below which a card counts as low, from thresholds.low_available_card_balance.",
+                labels=["currency"],
+            )
+            for currency, amount in sorted(self._card_thresholds.items()):
+                card_threshold.add_metric([currency], float(amount))
+            yield card_threshold
+        carded = [s for s in statuses if s.cards_enabled]
+        if carded:
+            yield from self._cards_health(carded)
         interval = GaugeMetricFamily(
             "ibanera_poll_interval_seconds", "Configured time between the starts of two polls (poll_interval)."
         )
@@ -165,6 +213,23 @@ class HealthCollector(Collector):
         build = GaugeMetricFamily("ibanera_exporter_build_info", "Version of ibanera-exporter, always 1.", labels=["version"])
         build.add_metric([self._version], 1)
         yield build
+
+    def _cards_health(self, statuses: Sequence[ConnectionStatus]) -> Iterable[Metric]:
+        up = GaugeMetricFamily("ibanera_cards_up", "1 if the last card poll succeeded, else 0 (ibanera_up is about "
+                               "account balances only).", labels=["connection"])
+        count = GaugeMetricFamily("ibanera_cards", f"Cards in the last good card poll. {self._refreshed}", labels=["connection"])
+        last_success = GaugeMetricFamily("ibanera_cards_last_success_timestamp_seconds",
+                                         "Unix time at which the last good card poll ended.", labels=["connection"])
+        failures = CounterMetricFamily("ibanera_card_poll_failures", "Card polls that failed, by reason.",
+                                       labels=["connection", "reason"])
+        for status in statuses:
+            up.add_metric([status.name], 1.0 if status.cards_up else 0.0)
+            if status.cards is not None:
+                count.add_metric([status.name], len(status.cards.cards))
+                last_success.add_metric([status.name], status.cards.completed_at)
+            for reason, value in sorted(status.card_failures.items()):
+                failures.add_metric([status.name, reason], value)
+        return up, count, last_success, failures
 
     def _health(self, statuses: Sequence[ConnectionStatus]) -> Iterable[Metric]:
         up = GaugeMetricFamily("ibanera_up", "1 if the last poll of the Ibanera API succeeded, else 0.", labels=["connection"])

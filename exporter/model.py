@@ -1,4 +1,4 @@
-"""Asset-account balances as the API reports them, validated one row at a time.
+"""Asset-account and card balances as the API reports them, validated one row at a time.
 
 Amounts arrive as JSON numbers and are decoded straight into Decimal (the client uses
 json.loads(parse_float=Decimal)), so 0.00000001 BTC and 12345678901.23 USD stay exact
@@ -75,3 +75,52 @@ def parse_account(row: object) -> AccountBalance:
         )
     except InvalidRow as exc:
         raise InvalidRow(f"account {account_id}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CardBalance:
+    card_id: int
+    currency: str
+    total: Decimal
+    available: Decimal
+    pending: Decimal
+    card_last4: str
+    customers_reference: str
+    status: str
+    holder_name: str | None  # personal data: None unless the config asks for it
+
+
+def _text(row: dict, field: str, card_id: int) -> str:
+    value = row.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 256:
+        raise InvalidRow(f"card {card_id}: {field} is {_describe(value)}, expected a short string")
+    return value
+
+
+def parse_card(row: object, keep_holder_name: bool = False) -> CardBalance:
+    """One element of `details` from GET /customer/cards/balances."""
+    if not isinstance(row, dict):
+        raise InvalidRow(f"row is {_describe(row)}, expected an object")
+    card_id = row.get("id")
+    if type(card_id) is not int or card_id < 0:
+        raise InvalidRow(f"id is {_describe(card_id)}, expected a non-negative integer")
+    currency = row.get("currency")
+    if not isinstance(currency, str) or not currency.strip() or len(currency) > MAX_ASSET_LENGTH:
+        raise InvalidRow(f"card {card_id}: currency is {_describe(currency)}, expected a short non-empty string")
+    try:
+        return CardBalance(
+            card_id=card_id,
+            currency=currency,
+            total=_amount(row, "totalBalance"),
+            available=_amount(row, "availableBalance"),
+            pending=_amount(row, "pendingBalance"),
+            card_last4=_text(row, "cardLast4", card_id),
+            customers_reference=_text(row, "customersReference", card_id),
+            status=_text(row, "status", card_id),
+            holder_name=_text(row, "cardHolderName", card_id) if keep_holder_name else None,
+        )
+    except InvalidRow as exc:
+        message = str(exc)
+        raise InvalidRow(message if message.startswith("card ") else f"card {card_id}: {message}") from None

@@ -11,10 +11,10 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .api import ApiError, Cancelled, ClientCounts, IbaneraClient
-from .model import AccountBalance
+from .model import AccountBalance, CardBalance
 
 log = logging.getLogger("exporter.poller")
 
@@ -33,6 +33,12 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class CardSnapshot:
+    cards: tuple[CardBalance, ...]
+    completed_at: float
+
+
+@dataclass(frozen=True)
 class ConnectionStatus:
     """Everything a scrape or the landing page needs about one connection, consistent."""
 
@@ -47,6 +53,12 @@ class ConnectionStatus:
     logins_paused_until: float | None
     clock_offset: float | None  # the API server's clock minus ours, once measured
     client: ClientCounts
+    # Cards are a part of the poll of their own: their failure leaves the accounts' part,
+    # and ibanera_up, alone. All None/False/empty when the connection does not poll cards.
+    cards_enabled: bool = False
+    cards: CardSnapshot | None = None
+    cards_up: bool = False
+    card_failures: dict[str, int] = field(default_factory=dict)
 
 
 class Poller:
@@ -62,6 +74,9 @@ class Poller:
         self._failures: Counter[str] = Counter(dict.fromkeys(POLL_FAILURE_REASONS, 0))
         self._last_duration: float | None = None
         self._last_error: str | None = None
+        self._cards: CardSnapshot | None = None
+        self._cards_up = False
+        self._card_failures: Counter[str] = Counter(dict.fromkeys(POLL_FAILURE_REASONS, 0))
         self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)
 
     def start(self) -> None:
@@ -88,6 +103,10 @@ class Poller:
                 logins_paused_until=self.client.logins_paused_until,
                 clock_offset=self.client.clock_offset,
                 client=self.client.counters.snapshot(),
+                cards_enabled=self.client.connection.cards,
+                cards=self._cards,
+                cards_up=self._cards_up,
+                card_failures=dict(self._card_failures) if self.client.connection.cards else {},
             )
 
     def _run(self) -> None:
@@ -109,6 +128,29 @@ class Poller:
 
     def poll_once(self) -> None:
         """One poll. Raises only Cancelled; every other outcome lands in the health books."""
+        self._poll_accounts()
+        if self.client.connection.cards:
+            self._poll_cards()
+
+    def _poll_cards(self) -> None:
+        try:
+            result = self.client.fetch_cards()
+        except Cancelled:
+            raise
+        except Exception as exc:  # ApiError, or a bug: either way the accounts' part stands
+            reason = exc.reason if isinstance(exc, ApiError) else "internal"
+            with self._lock:
+                self._cards_up = False
+                self._card_failures[reason] += 1
+            log.warning("card poll failed", extra={"connection": self.name, "reason": reason, "error": str(exc)},
+                        exc_info=not isinstance(exc, ApiError))
+            return
+        with self._lock:
+            self._cards = CardSnapshot(result.cards, time.time())
+            self._cards_up = True
+        log.info("card poll succeeded", extra={"connection": self.name, "cards": len(result.cards), "pages": result.pages})
+
+    def _poll_accounts(self) -> None:
         with self._lock:
             self._polls += 1
         started = time.monotonic()

@@ -5,7 +5,7 @@ code with the client: it checks one-time codes with pyotp (the library of Ibaner
 Python sample), so every end-to-end test also checks our RFC 6238 code against it.
 
 What it speaks: POST /api/v1/public/auth/login, GET /api/v1/customer/accounts/balances
-(paginated), Bearer tokens that expire, an `otp` header checked on every private
+and GET /api/v1/customer/cards/balances (paginated), Bearer tokens that expire, an `otp` header checked on every private
 request, the common response envelope, and locking after repeated failed logins.
 Tests steer it through its methods: change accounts, revoke tokens, queue faults.
 """
@@ -30,6 +30,8 @@ import pyotp
 
 LOGIN_PATH = "/api/v1/public/auth/login"
 BALANCES_PATH = "/api/v1/customer/accounts/balances"
+CARDS_PATH = "/api/v1/customer/cards/balances"
+CARDS_DEFAULT_PAGE_SIZE = 10  # documented server default
 LOCK_AFTER_FAILED_LOGINS = 5
 LOCK_SECONDS = 600
 
@@ -75,6 +77,38 @@ def demo_accounts() -> list[SimAccount]:
         SimAccount(1005, "BTC", d("3.12345678"), d("3.10000000"), d("0.02345678"), places=8),
         SimAccount(1006, "ETH", d("45.50000000"), d("45.50000000"), d("0.00000000"), places=8),
         SimAccount(1007, "USD", d("9200.00"), d("8700.00"), d("500.00")),
+    ]
+
+
+@dataclass(frozen=True)
+class SimCard:
+    id: int
+    currency: str
+    total: Decimal
+    available: Decimal
+    pending: Decimal
+    last4: str
+    reference: str
+    holder: str
+    status: str = "Active"
+    customers_id: int = 77
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id, "customersReference": self.reference, "cardHolderName": self.holder,
+            "cardLast4": self.last4, "customersID": self.customers_id, "currency": self.currency,
+            "totalBalance": self.total, "availableBalance": self.available, "pendingBalance": self.pending,
+            "status": self.status,
+        }
+
+
+def demo_cards() -> list[SimCard]:
+    d = Decimal
+    return [
+        SimCard(501, "USD", d("2500.00"), d("2350.00"), d("150.00"), "4242", "EMP-0001", "Ada Lovelace"),
+        SimCard(502, "USD", d("180.00"), d("120.50"), d("59.50"), "1881", "EMP-0002", "Alan Turing"),
+        SimCard(503, "EUR", d("900.00"), d("900.00"), d("0.00"), "0007", "EMP-0003", "Grace Hopper"),
+        SimCard(504, "EUR", d("0.00"), d("0.00"), d("0.00"), "9999", "EMP-0004", "Ken Thompson", status="Blocked"),
     ]
 
 
@@ -144,6 +178,7 @@ class Simulator:
         self,
         accounts: list[SimAccount] | None = None,
         *,
+        cards: list[SimCard] | None = None,
         username: str = "demo",
         password: str = "demo-password",
         totp_secret: bytes = b"ibanera-demo-secret!",
@@ -179,6 +214,7 @@ class Simulator:
         self._lock = threading.Lock()
         self._accounts = {a.id: a for a in (demo_accounts() if accounts is None else accounts)}
         self._ordered_cache: list[SimAccount] | None = None
+        self._cards = {c.id: c for c in (demo_cards() if cards is None else cards)}
         self._tokens: dict[str, float] = {}
         self._faults: deque[Fault] = deque()
         self._failed_logins = 0
@@ -238,6 +274,14 @@ class Simulator:
         with self._lock:
             self._accounts[account_id] = replace(self._accounts[account_id], **changes)
             self._ordered_cache = None
+
+    def set_cards(self, cards: list[SimCard]) -> None:
+        with self._lock:
+            self._cards = {c.id: c for c in cards}
+
+    def update_card(self, card_id: int, **changes: object) -> None:
+        with self._lock:
+            self._cards[card_id] = replace(self._cards[card_id], **changes)
 
     def remove_account(self, account_id: int) -> None:
         with self._lock:
@@ -377,6 +421,22 @@ class Simulator:
             extra["numberOfPages"] = pages
         return 200, _envelope(served, **extra)
 
+    def _card_page(self, query: dict[str, list[str]], fault: Fault | None) -> tuple[int, dict]:
+        with self._lock:
+            cards = sorted(self._cards.values(), key=lambda c: c.id)
+        try:
+            number = int(query.get("PageNumber", ["1"])[0])
+            size = int(query.get("PageSize", [str(CARDS_DEFAULT_PAGE_SIZE)])[0])
+        except ValueError:
+            return 400, _error("Invalid", "PageNumber")
+        if number < 1 or size < 1:
+            return 400, _error("Invalid", "PageSize" if size < 1 else "PageNumber")
+        served = [] if fault is not None and fault.kind == "empty" else [c.to_json() for c in cards[(number - 1) * size : number * size]]
+        extra = {"pageSize": size, "pageNumber": number}
+        if self.report_number_of_pages:
+            extra["numberOfPages"] = max(1, -(-len(cards) // size))
+        return 200, _envelope(served, **extra)
+
     def _ordered(self) -> list[SimAccount]:
         """The accounts by id, the order pages follow. Called under the lock."""
         if self._ordered_cache is None:
@@ -418,7 +478,7 @@ class Simulator:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 simulator.requests[url.path] += 1
-                endpoint = {LOGIN_PATH: "login", BALANCES_PATH: "balances"}.get(url.path)
+                endpoint = {LOGIN_PATH: "login", BALANCES_PATH: "balances", CARDS_PATH: "cards"}.get(url.path)
                 if endpoint is None or (method == "POST") != (endpoint == "login"):
                     return self._answer(404, _error("Not_Found"))
                 fault = simulator._take_fault(endpoint)
@@ -435,6 +495,8 @@ class Simulator:
                 refusal = simulator._authorize(self.headers, refuse_code=fault is not None and fault.kind == "otp")
                 if refusal is not None:
                     return self._answer(*refusal)
+                if endpoint == "cards":
+                    return self._answer(*simulator._card_page(parse_qs(url.query), fault))
                 return self._answer(*simulator._balances(parse_qs(url.query), fault))
 
             def _fault(self, fault: Fault) -> None:

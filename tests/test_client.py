@@ -155,7 +155,7 @@ def test_transient_failures_are_retried_and_counted(simulator, make_client):
     simulator.inject(Fault("http", endpoint="balances", status=503), times=2)
     assert ids(client.fetch_balances()) == [1, 2, 3]
     counts = client.counters.snapshot()
-    assert counts.retries == {"accounts_balances": 2, "login": 0}
+    assert counts.retries == {"accounts_balances": 2, "login": 0, "cards_balances": 0}
     assert counts.requests[("accounts_balances", "503")] == 2
 
 
@@ -182,7 +182,7 @@ def test_retry_after_is_waited_for(simulator, make_client):
     client.fetch_balances()
     simulator.inject(Fault("http", endpoint="balances", status=429, retry_after="0"))
     assert ids(client.fetch_balances()) == [1, 2, 3]
-    assert client.counters.snapshot().retries == {"accounts_balances": 1, "login": 0}
+    assert client.counters.snapshot().retries == {"accounts_balances": 1, "login": 0, "cards_balances": 0}
 
 
 def test_parse_retry_after():
@@ -195,7 +195,7 @@ def test_a_connection_reset_is_transient(simulator, make_client):
     client = make_client(simulator)
     simulator.inject(Fault("reset", endpoint="balances"))
     assert ids(client.fetch_balances()) == [1, 2, 3]
-    assert client.counters.snapshot().retries == {"accounts_balances": 1, "login": 0}
+    assert client.counters.snapshot().retries == {"accounts_balances": 1, "login": 0, "cards_balances": 0}
 
 
 def test_a_refused_login_pauses_logins_for_login_backoff(simulator, make_client, clock):

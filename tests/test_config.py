@@ -104,6 +104,10 @@ def test_dollar_dollar_is_a_literal_dollar(tmp_path):
         (("    username: alice\n", "    username: alice\n    base_url: ftp://x\n"), "connections[0].base_url", "http"),
         (("  - name: main", "  - name: 'has space'"), "connections[0].name", "letters"),
         (("connections:", "thresholds: {low_available_balance: {USD: lots}}\nconnections:"), "thresholds.low_available_balance.USD", "number"),
+        (("connections:", "thresholds: {low_available_card_balance: {EUR: []}}\nconnections:"), "thresholds.low_available_card_balance.EUR", "number"),
+        (("    username: alice\n", "    username: alice\n    cards: yes please\n"), "connections[0].cards", "true or false"),
+        (("    username: alice\n", "    username: alice\n    cards_holder_name_label: true\n"), "connections[0].cards_holder_name_label", "needs cards: true"),
+        (("    username: alice\n", "    username: alice\n    ca_file: /nonexistent/ca.pem\n"), "connections[0].ca_file", "cannot read"),
     ],
 )
 def test_each_mistake_names_its_key_and_file(tmp_path, change, key, says):
@@ -135,3 +139,11 @@ def test_missing_file():
 def test_secret_that_is_mistyped_as_a_mapping_is_not_echoed(tmp_path):
     message = error_of(tmp_path, MINIMAL.replace("password: ${IBANERA_PASSWORD}", "password: {pa55-Very-Secret: 1}"))
     assert "connections[0].password" in message and "a mapping" in message
+
+
+def test_cards_and_their_thresholds(tmp_path):
+    text = MINIMAL.replace("    username: alice\n", "    username: alice\n    cards: true\n    cards_holder_name_label: true\n")
+    config = load(tmp_path, text + "thresholds: {low_available_card_balance: {USD: 200.5}}\n")
+    assert config.connections[0].cards and config.connections[0].cards_holder_name_label
+    assert config.low_available_card_balance == {"USD": Decimal("200.5")}
+    assert not load(tmp_path, MINIMAL).connections[0].cards

@@ -225,8 +225,9 @@ def live(tmp_path_factory):
     """The exporter polling the simulator every second, a real Prometheus scraping it every second."""
     binary = tool("prometheus")
     stack = build_stack(
-        FakeClock(), demo_accounts(),
-        config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000"), "USDC": Decimal("5000")}},
+        FakeClock(), demo_accounts(), connections=({"cards": True},),
+        config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000"), "USDC": Decimal("5000")},
+                "low_available_card_balance": {"USD": Decimal("200"), "EUR": Decimal("100")}},
     )
     stack.start_polling()
     work = tmp_path_factory.mktemp("prometheus")
@@ -295,3 +296,9 @@ def test_draining_an_account_raises_the_low_balance_alert(live):
     assert alerts and alerts[0]["state"] in ("pending", "firing")
     assert alerts[0]["labels"]["severity"] == "warning"
     assert alerts[0]["annotations"]["description"].startswith("Available USD on account 1001 (c0) is 12.34")
+
+
+def test_a_card_below_its_threshold_raises_its_alert(live):
+    _, prometheus = live
+    alerts = eventually(lambda: [a for a in prometheus.alerts("IbaneraCardBalanceLow") if a["labels"]["card_id"] == "502"])
+    assert alerts and alerts[0]["state"] in ("pending", "firing") and alerts[0]["labels"]["currency"] == "USD"

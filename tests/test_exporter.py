@@ -37,14 +37,23 @@ CONTRACT = {
     "ibanera_balance_low_threshold": ("gauge", {"asset"}),
     "ibanera_poll_interval_seconds": ("gauge", set()),
     "ibanera_clock_offset_seconds": ("gauge", {"connection"}),
+    "ibanera_card_total_balance": ("gauge", {"connection", "card_id", "currency"}),
+    "ibanera_card_available_balance": ("gauge", {"connection", "card_id", "currency"}),
+    "ibanera_card_pending_balance": ("gauge", {"connection", "card_id", "currency"}),
+    "ibanera_card_info": ("gauge", {"connection", "card_id", "card_last4", "customers_reference", "status"}),
+    "ibanera_cards": ("gauge", {"connection"}),
+    "ibanera_cards_up": ("gauge", {"connection"}),
+    "ibanera_cards_last_success_timestamp_seconds": ("gauge", {"connection"}),
+    "ibanera_card_poll_failures": ("counter", {"connection", "reason"}),
+    "ibanera_card_low_threshold": ("gauge", {"currency"}),
     "ibanera_exporter_build_info": ("gauge", {"version"}),
 }
 
 
 def test_metric_names_types_and_labels_match_the_contract(make_stack):
     stack = make_stack(
-        connections=[{"name": "good"}, {"name": "refused", "password": Secret("wrong")}],
-        config={"low_available_balance": {"USD": Decimal("50")}},
+        connections=[{"name": "good", "cards": True}, {"name": "refused", "password": Secret("wrong")}],
+        config={"low_available_balance": {"USD": Decimal("50")}, "low_available_card_balance": {"EUR": Decimal("5")}},
     )
     stack.simulator.inject(Fault("http", endpoint="balances", status=503))  # one retry for "good"
     stack.poll()

@@ -18,7 +18,8 @@ from conftest import ROOT, FakeClock, Running, account, build_stack, connection_
 from exporter.api import IbaneraClient
 from exporter.config import RetryPolicy, Secret
 from exporter.poller import Poller
-from exporter.api import ApiError, BalancesPage, MalformedResponse, decode_envelope, read_balances_page
+from exporter.api import ApiError, MalformedResponse, Page, decode_envelope, read_page
+from exporter.model import AccountBalance, parse_card
 from exporter.simulator import DROP, Fault, RawJson, Simulator
 
 FIVE = [account(i, total=f"{i}.01", available=f"{i}.00", pending="0.01") for i in range(1, 6)]
@@ -194,7 +195,8 @@ row_fields = st.fixed_dictionaries(
     {},
     optional={
         "id": json_values, "asset": json_values, "totalBalance": json_values, "availableBalance": json_values,
-        "pendingBalance": json_values, "bSuppressed": json_values,
+        "pendingBalance": json_values, "bSuppressed": json_values, "currency": json_values, "cardLast4": json_values,
+        "status": json_values, "customersReference": json_values, "cardHolderName": json_values,
     },
 )
 
@@ -222,16 +224,18 @@ def test_decode_envelope_returns_an_envelope_or_raises_its_own_errors(status, bo
 @given(envelope=st.fixed_dictionaries({"status": st.just("1")}, optional={
     "details": st.lists(row_fields, max_size=5) | json_values,
     "pageNumber": json_values, "numberOfPages": json_values, "pageSize": json_values,
-}), page=st.integers(min_value=1, max_value=5))
-def test_read_balances_page_returns_valid_rows_or_raises_malformed(envelope, page):
+}), page=st.integers(min_value=1, max_value=5), cards=st.booleans())
+def test_read_page_returns_valid_rows_or_raises_malformed(envelope, page, cards):
     try:
-        result = read_balances_page(envelope, page)
+        result = read_page(envelope, page, parse_card) if cards else read_page(envelope, page)
     except MalformedResponse:
         return
-    assert isinstance(result, BalancesPage)
-    for row in result.accounts:
-        assert isinstance(row.asset_account_id, int) and not isinstance(row.asset_account_id, bool)
-        assert isinstance(row.suppressed, bool) and row.asset
+    assert isinstance(result, Page)
+    for row in result.rows:
+        row_id = row.card_id if cards else row.asset_account_id
+        assert type(row_id) is int and row_id >= 0
+        if isinstance(row, AccountBalance):
+            assert isinstance(row.suppressed, bool) and row.asset
         for amount in (row.total, row.available, row.pending):
             assert isinstance(amount, Decimal) and float(amount) not in (float("inf"), float("-inf"))
 
