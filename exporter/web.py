@@ -173,11 +173,17 @@ def _landing_page(context: WebContext) -> str:
             age = now - status.snapshot.completed_at
             stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.snapshot.completed_at))
             last_success, accounts = f"{stamp} ({age:.0f}s ago)", str(len(status.snapshot.accounts))
+        if not status.cards_enabled:
+            cards = "not polled"
+        else:
+            count = f", {len(status.cards.cards)} cards" if status.cards is not None else ""
+            cards = ("up" if status.cards_up else "down") + count
         rows.append(
             "<tr>"
             + "".join(
                 f"<td>{html.escape(cell)}</td>"
-                for cell in (status.name, "up" if status.up else "down", last_success, accounts, status.last_error or "")
+                for cell in (status.name, "up" if status.up else "down", last_success, accounts, cards,
+                             status.last_error or "")
             )
             + "</tr>"
         )
@@ -190,7 +196,7 @@ def _landing_page(context: WebContext) -> str:
 <p>Version {html.escape(context.version)}. Balances of Ibanera asset accounts for Prometheus.</p>
 <ul><li><a href="{telemetry}">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
 <h2>Connections</h2>
-<table><tr><th>Connection</th><th>Last poll</th><th>Last good poll</th><th>Accounts</th><th>Last error</th></tr>
+<table><tr><th>Connection</th><th>Last poll</th><th>Last good poll</th><th>Accounts</th><th>Cards</th><th>Last error</th></tr>
 {"".join(rows)}
 </table>
 </body></html>

@@ -33,7 +33,8 @@ def test_demo_end_to_end_then_sigterm():
         assert len(accounts) == 7 and accounts["1003"] == 1.0
         assert metrics[("ibanera_up", frozenset({("connection", "demo")}))] == 1
         assert metrics[("ibanera_total_balance", frozenset({("connection", "demo"), ("asset_account_id", "1005"), ("asset", "BTC")}))] > 0
-        assert "<td>demo</td><td>up</td>" in httpx.get(exporter.url + "/").text
+        page = httpx.get(exporter.url + "/").text
+        assert "<td>demo</td><td>up</td>" in page and "<td>up, 4 cards</td>" in page
     finally:
         code, seconds, log = exporter.stop()
     assert code == 0 and seconds < 2.5
