@@ -40,7 +40,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from exporter.api import IbaneraClient
-from exporter.config import ConnectionConfig, RetryPolicy, Secret
+from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.metrics import Exposition
 from exporter.poller import Poller, Snapshot
 from exporter.simulator import BALANCES_PATH, LOGIN_PATH, SimAccount, Simulator
@@ -157,7 +157,7 @@ def measure(count: int, scrapes: int) -> dict:
         def statuses():
             return [poller.status()]
 
-        exposition = Exposition(statuses, poll_interval=60, low_available_balance={}, version="bench")
+        exposition = Exposition(statuses, Config(connections=(connection,)), "bench")
         web = WebServer(("127.0.0.1", 0), WebContext(exposition, statuses, "/metrics", "bench"))
         web.start()
         exporter = {name: _scrapes(web.port, scrapes, headers) for name, headers in VARIANTS.items()}

@@ -154,10 +154,7 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simula
     def statuses():
         return [p.status() for p in pollers]
 
-    exposition = Exposition(
-        statuses, poll_interval=config.poll_interval, low_available_balance=config.low_available_balance, version=__version__,
-        low_available_card_balance=config.low_available_card_balance,
-    )
+    exposition = Exposition(statuses, config, __version__)
     context = WebContext(exposition, statuses, telemetry_path, __version__)
     try:
         server = WebServer(address, context, web_config)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import threading
 import zlib
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,7 +21,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .config import format_duration
+from .config import Config, format_duration
 from .model import AccountBalance, CardBalance
 from .poller import CardSnapshot, ConnectionStatus, Snapshot
 
@@ -103,20 +102,10 @@ class _BalanceCache:
 class Exposition:
     """The body of /metrics. Scrapes never block a poll: polls only swap snapshots."""
 
-    def __init__(
-        self,
-        statuses: Callable[[], Sequence[ConnectionStatus]],
-        *,
-        poll_interval: float,
-        low_available_balance: Mapping[str, Decimal],
-        version: str,
-        low_available_card_balance: Mapping[str, Decimal] | None = None,
-    ) -> None:
+    def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str) -> None:
         self._statuses = statuses
-        self._refreshed = refreshed_note(poll_interval)
-        self.registry = build_registry(HealthCollector(
-            statuses, poll_interval=poll_interval, low_available_balance=low_available_balance, version=version,
-            low_available_card_balance=low_available_card_balance or {}))
+        self._refreshed = refreshed_note(config.poll_interval)
+        self.registry = build_registry(HealthCollector(statuses, config, version))
         self._lock = threading.Lock()
         self._cache = _BalanceCache((), b"")
 
@@ -159,21 +148,13 @@ def _same(cached: tuple, current: tuple) -> bool:
 class HealthCollector(Collector):
     """Everything but the balances: small, and built fresh at every scrape."""
 
-    def __init__(
-        self,
-        statuses: Callable[[], Sequence[ConnectionStatus]],
-        *,
-        poll_interval: float,
-        low_available_balance: Mapping[str, Decimal],
-        version: str,
-        low_available_card_balance: Mapping[str, Decimal] | None = None,
-    ) -> None:
+    def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str) -> None:
         self._statuses = statuses
-        self._poll_interval = poll_interval
-        self._thresholds = low_available_balance
-        self._card_thresholds = low_available_card_balance or {}
+        self._poll_interval = config.poll_interval
+        self._thresholds = config.low_available_balance
+        self._card_thresholds = config.low_available_card_balance
         self._version = version
-        self._refreshed = refreshed_note(poll_interval)
+        self._refreshed = refreshed_note(config.poll_interval)
 
     def collect(self) -> Iterable[Metric]:
         statuses = self._statuses()

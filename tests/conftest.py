@@ -135,8 +135,7 @@ def build_stack(clock, accounts=None, simulator=None, connections=({},), config=
     def statuses():
         return [p.status() for p in stack.pollers]
 
-    exposition = Exposition(statuses, poll_interval=cfg.poll_interval, low_available_balance=cfg.low_available_balance,
-                            low_available_card_balance=cfg.low_available_card_balance, version="test")
+    exposition = Exposition(statuses, cfg, "test")
     stack.server = WebServer(("127.0.0.1", 0), WebContext(exposition, statuses, "/metrics", "test"))
     stack.server.start()
     return stack

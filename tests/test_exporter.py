@@ -9,7 +9,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import account, samples
-from exporter.config import Secret
+from exporter.config import Config, Secret
 from exporter import metrics as metrics_module
 from exporter.metrics import Exposition
 from exporter.poller import POLL_FAILURE_REASONS
@@ -225,7 +225,7 @@ def test_a_failing_collector_answers_500_and_the_server_lives_on():
     def broken_statuses():
         raise RuntimeError("a bug")
 
-    exposition = Exposition(broken_statuses, poll_interval=60, low_available_balance={}, version="test")
+    exposition = Exposition(broken_statuses, Config(connections=()), "test")
     server = WebServer(("127.0.0.1", 0), WebContext(exposition, lambda: [], "/metrics", "test"))
     server.start()
     try:

@@ -57,7 +57,7 @@ def serve(tmp_path: Path, web_config: dict | None):
     def statuses():
         return [p.status() for p in stack.pollers]
 
-    exposition = Exposition(statuses, poll_interval=60, low_available_balance={}, version="test")
+    exposition = Exposition(statuses, stack.config, "test")
     server = WebServer(("127.0.0.1", 0), WebContext(exposition, statuses, "/metrics", "test"), watcher)
     server.start()
     return stack, server
