@@ -20,7 +20,7 @@ from conftest import ROOT
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 BIN = Path(sys.executable).parent
-CORE_MANIFESTS = ["configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml"]
+CORE_MANIFESTS = ["configmap.yaml", "credentials-template.yaml", "deployment.yaml", "service.yaml"]
 
 
 def test_hadolint_passes_the_dockerfile():
@@ -114,5 +114,5 @@ def test_the_deployment_is_locked_down():
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     for key in ("username_file", "password_file", "totp_secret_file"):
         assert config["connections"][0][key].startswith(mounts["credentials"] + "/")
-    secret = yaml.safe_load((KUBERNETES / "secret.yaml").read_text())
+    secret = yaml.safe_load((KUBERNETES / "credentials-template.yaml").read_text())
     assert all(v.startswith("REPLACE_WITH_") for v in secret["stringData"].values())
