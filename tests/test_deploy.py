@@ -7,6 +7,7 @@ kubernetes-validate, Prometheus Operator kinds against their CRD schemas).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,10 @@ def test_core_manifests_validate_strictly(manifest):
 def _crd_schema(name: str) -> dict:
     path = SCHEMAS / f"monitoring.coreos.com_{name}.yaml"
     if not path.exists():
-        pytest.fail(f"{path} is missing: the CRD schemas come from ../shared/schemas")
+        message = f"{path} is missing: the Prometheus Operator CRD schemas come from ../shared/schemas"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     crd = yaml.safe_load(path.read_text())
     return next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == "v1")
 
