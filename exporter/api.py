@@ -326,8 +326,8 @@ class IbaneraClient:
         self._reused_code_refusals = 0  # in a row
         self._force_fresh_code = False
         # Whether one code may serve several requests is undocumented: assume it may, until
-        # the API rejects a reused code; from then on, until the next login, every request
-        # waits for a fresh one.
+        # the API refuses reused codes twice in a row; from then on, until the next login,
+        # every request waits for a fresh one.
         self._fresh_code_per_request = False
 
     @property
@@ -345,7 +345,7 @@ class IbaneraClient:
     def close(self) -> None:
         self._http.close()
 
-    # -- balances ---------------------------------------------------------------------
+    # -- the paginated listings: account balances, card balances -----------------------
 
     def fetch_balances(self) -> BalancesResult:
         """Every page of the caller's asset accounts, or an ApiError: never a partial list."""
@@ -441,8 +441,8 @@ class IbaneraClient:
             raise LoginRefused(f"login refused ({', '.join(codes)}): {exc}; {then}, so that the account is not locked") from None
         self._logins_paused_until = None
         self._refusals_in_a_row = 0
-        # Learn again with every token: one refused reused code proves little, and a wrong
-        # lesson would make every later request wait for a fresh 30 s step.
+        # Learn again with every token: even two refusals may have been chance, and the
+        # lesson makes every later request wait for a fresh 30 s step.
         self._fresh_code_per_request = False
         details = envelope.get("details")
         token = details.get("accessToken") if isinstance(details, dict) else None
