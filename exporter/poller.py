@@ -59,6 +59,7 @@ class ConnectionStatus:
     cards: CardSnapshot | None = None
     cards_up: bool = False
     card_failures: dict[str, int] = field(default_factory=dict)
+    last_card_error: str | None = None
 
 
 class Poller:
@@ -76,6 +77,7 @@ class Poller:
         self._last_error: str | None = None
         self._cards: CardSnapshot | None = None
         self._cards_up = False
+        self._last_card_error: str | None = None
         self._card_failures: Counter[str] = Counter(dict.fromkeys(POLL_FAILURE_REASONS, 0))
         self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)
 
@@ -107,6 +109,7 @@ class Poller:
                 cards=self._cards,
                 cards_up=self._cards_up,
                 card_failures=dict(self._card_failures) if self.client.connection.cards else {},
+                last_card_error=self._last_card_error,
             )
 
     def _run(self) -> None:
@@ -142,12 +145,14 @@ class Poller:
             with self._lock:
                 self._cards_up = False
                 self._card_failures[reason] += 1
+                self._last_card_error = str(exc) if isinstance(exc, ApiError) else f"internal error: {type(exc).__name__}"
             log.warning("card poll failed", extra={"connection": self.name, "reason": reason, "error": str(exc)},
                         exc_info=not isinstance(exc, ApiError))
             return
         with self._lock:
             self._cards = CardSnapshot(result.cards, time.time())
             self._cards_up = True
+            self._last_card_error = None
         log.info("card poll succeeded", extra={"connection": self.name, "cards": len(result.cards), "pages": result.pages})
 
     def _poll_accounts(self) -> None:

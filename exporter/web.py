@@ -178,6 +178,8 @@ def _landing_page(context: WebContext) -> str:
         else:
             count = f", {len(status.cards.cards)} cards" if status.cards is not None else ""
             cards = ("up" if status.cards_up else "down") + count
+            if status.last_card_error:
+                cards += f" (last error: {status.last_card_error})"
         rows.append(
             "<tr>"
             + "".join(

@@ -78,6 +78,7 @@ def test_a_card_failure_keeps_the_account_balances_and_ibanera_up(make_stack):
     assert cards_of(stack) == {"1": 10.0, "2": 10.0}  # the cards' part is the last good one
     assert stack.value("ibanera_card_poll_failures_total", connection="c0", reason="http_5xx") == 1
     assert stack.value("ibanera_poll_failures_total", connection="c0", reason="http_5xx") == 0
+    assert "<td>down, 2 cards (last error: cards_balances: HTTP 500)</td>" in stack.get("/").text
     stack.poll()
     assert stack.value("ibanera_cards_up", connection="c0") == 1 and cards_of(stack)["1"] == 999.0
 
