@@ -64,22 +64,25 @@ def render_balances(statuses: Sequence[ConnectionStatus], refreshed: str) -> byt
          f'connection="{_label_value(s.name)}"}} ', a)
         for s in statuses if s.snapshot is not None for a in s.snapshot.accounts
     ]
-    lines = []
-    for name, help_text, value in BALANCE_FAMILIES:
-        lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
-        lines.extend(f"{name}{labels}{floatToGoString(value(account))}\n" for labels, account in rows)
+    lines: list[str] = []
+    _gauges(BALANCE_FAMILIES, rows, refreshed, lines)
     if any(s.cards_enabled for s in statuses):
         _render_cards(statuses, refreshed, lines)
     return "".join(lines).encode()
+
+
+def _gauges(families: tuple, rows: list[tuple[str, object]], refreshed: str, lines: list[str]) -> None:
+    """Each gauge family with one sample per (rendered labels, row)."""
+    for name, help_text, value in families:
+        lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
+        lines.extend(f"{name}{labels}{floatToGoString(value(row))}\n" for labels, row in rows)
 
 
 def _render_cards(statuses: Sequence[ConnectionStatus], refreshed: str, lines: list[str]) -> None:
     cards = [(s.name, c) for s in statuses if s.cards is not None for c in s.cards.cards]
     rows = [(f'{{card_id="{c.card_id}",connection="{_label_value(name)}",currency="{_label_value(c.currency)}"}} ', c)
             for name, c in cards]
-    for name, help_text, value in CARD_FAMILIES:
-        lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
-        lines.extend(f"{name}{labels}{floatToGoString(value(card))}\n" for labels, card in rows)
+    _gauges(CARD_FAMILIES, rows, refreshed, lines)
     # The descriptive fields live in an _info series, so that a change of status does not
     # break the balance series; the holder's name only where the config asked for it.
     lines.append("# HELP ibanera_card_info Descriptive fields of a card, always 1. "
