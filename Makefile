@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench soak venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ demo: venv
 
 test: venv
 	$(BIN)/pytest
+
+bench: venv  # about 12 minutes; figures in README "Performance"
+	$(BIN)/python bench/perf.py --json bench/results/perf.json
+
+soak: venv  # 10 minutes; figures in README "Reliability"
+	$(BIN)/python bench/soak.py --seconds 600 --fault-rate 0.2 --json bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
