@@ -51,23 +51,33 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def parse_account(row: object) -> AccountBalance:
-    """One element of `details` from GET /customer/accounts/balances."""
+def _row_id(row: object) -> int:
     if not isinstance(row, dict):
         raise InvalidRow(f"row is {_describe(row)}, expected an object")
-    account_id = row.get("id")
-    if isinstance(account_id, bool) or not isinstance(account_id, int) or account_id < 0:
-        raise InvalidRow(f"id is {_describe(account_id)}, expected a non-negative integer")
-    asset = row.get("asset")
-    if not isinstance(asset, str) or not asset.strip() or len(asset) > MAX_ASSET_LENGTH:
-        raise InvalidRow(f"account {account_id}: asset is {_describe(asset)}, expected a short non-empty string")
-    suppressed = row.get("bSuppressed")
-    if not isinstance(suppressed, bool):
-        raise InvalidRow(f"account {account_id}: bSuppressed is {_describe(suppressed)}, expected true or false")
+    row_id = row.get("id")
+    if type(row_id) is not int or row_id < 0:  # exact type: a bool is an int in Python
+        raise InvalidRow(f"id is {_describe(row_id)}, expected a non-negative integer")
+    return row_id
+
+
+def _unit(row: dict, field: str) -> str:
+    """The asset of an account or the currency of a card: a label value, so kept short."""
+    value = row.get(field)
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ASSET_LENGTH:
+        raise InvalidRow(f"{field} is {_describe(value)}, expected a short non-empty string")
+    return value
+
+
+def parse_account(row: object) -> AccountBalance:
+    """One element of `details` from GET /customer/accounts/balances."""
+    account_id = _row_id(row)
     try:
+        suppressed = row.get("bSuppressed")
+        if not isinstance(suppressed, bool):
+            raise InvalidRow(f"bSuppressed is {_describe(suppressed)}, expected true or false")
         return AccountBalance(
             asset_account_id=account_id,
-            asset=asset,
+            asset=_unit(row, "asset"),
             total=_amount(row, "totalBalance"),
             available=_amount(row, "availableBalance"),
             pending=_amount(row, "pendingBalance"),
@@ -90,37 +100,29 @@ class CardBalance:
     holder_name: str | None  # personal data: None unless the config asks for it
 
 
-def _text(row: dict, field: str, card_id: int) -> str:
+def _text(row: dict, field: str) -> str:
     value = row.get(field)
     if value is None:
         return ""
     if not isinstance(value, str) or len(value) > 256:
-        raise InvalidRow(f"card {card_id}: {field} is {_describe(value)}, expected a short string")
+        raise InvalidRow(f"{field} is {_describe(value)}, expected a short string")
     return value
 
 
 def parse_card(row: object, keep_holder_name: bool = False) -> CardBalance:
     """One element of `details` from GET /customer/cards/balances."""
-    if not isinstance(row, dict):
-        raise InvalidRow(f"row is {_describe(row)}, expected an object")
-    card_id = row.get("id")
-    if type(card_id) is not int or card_id < 0:
-        raise InvalidRow(f"id is {_describe(card_id)}, expected a non-negative integer")
-    currency = row.get("currency")
-    if not isinstance(currency, str) or not currency.strip() or len(currency) > MAX_ASSET_LENGTH:
-        raise InvalidRow(f"card {card_id}: currency is {_describe(currency)}, expected a short non-empty string")
+    card_id = _row_id(row)
     try:
         return CardBalance(
             card_id=card_id,
-            currency=currency,
+            currency=_unit(row, "currency"),
             total=_amount(row, "totalBalance"),
             available=_amount(row, "availableBalance"),
             pending=_amount(row, "pendingBalance"),
-            card_last4=_text(row, "cardLast4", card_id),
-            customers_reference=_text(row, "customersReference", card_id),
-            status=_text(row, "status", card_id),
-            holder_name=_text(row, "cardHolderName", card_id) if keep_holder_name else None,
+            card_last4=_text(row, "cardLast4"),
+            customers_reference=_text(row, "customersReference"),
+            status=_text(row, "status"),
+            holder_name=_text(row, "cardHolderName") if keep_holder_name else None,
         )
     except InvalidRow as exc:
-        message = str(exc)
-        raise InvalidRow(message if message.startswith("card ") else f"card {card_id}: {message}") from None
+        raise InvalidRow(f"card {card_id}: {exc}") from None
