@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import yaml
 
@@ -156,19 +156,12 @@ class _Reader:
             raise self.error(f"{key}.{name}" if key else name, "is required")
         return value
 
-    def duration(self, data: dict, name: str, key: str, default: float) -> float:
+    def parsed(self, data: dict, name: str, key: str, default, parse: Callable[[object, str], object]):
+        """data[name] through `parse` (parse_duration, parse_size), or `default` when absent."""
         if name not in data:
             return default
         try:
-            return parse_duration(data[name], key)
-        except ConfigError as exc:
-            raise ConfigError(f"{self.source}: {exc}") from None
-
-    def size(self, data: dict, name: str, default: int) -> int:
-        if name not in data:
-            return default
-        try:
-            return parse_size(data[name], name)
+            return parse(data[name], key)
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
 
@@ -316,8 +309,8 @@ def parse_config(data: object, source: str, environ: Mapping[str, str] | None = 
     defaults = RetryPolicy()
     retry = RetryPolicy(
         max_attempts=reader.integer(retry_data, "max_attempts", "retry.max_attempts", defaults.max_attempts, 1, 20),
-        initial_backoff=reader.duration(retry_data, "initial_backoff", "retry.initial_backoff", defaults.initial_backoff),
-        max_backoff=reader.duration(retry_data, "max_backoff", "retry.max_backoff", defaults.max_backoff),
+        initial_backoff=reader.parsed(retry_data, "initial_backoff", "retry.initial_backoff", defaults.initial_backoff, parse_duration),
+        max_backoff=reader.parsed(retry_data, "max_backoff", "retry.max_backoff", defaults.max_backoff, parse_duration),
     )
     if retry.max_backoff < retry.initial_backoff:
         raise reader.error("retry.max_backoff", "must not be shorter than retry.initial_backoff")
@@ -330,17 +323,17 @@ def parse_config(data: object, source: str, environ: Mapping[str, str] | None = 
         if connection.name in seen:
             raise reader.error(f"connections[{i}].name", f"{connection.name!r} is used by another connection")
         seen.add(connection.name)
-    login_backoff = reader.duration(data, "login_backoff", "login_backoff", 900.0)
+    login_backoff = reader.parsed(data, "login_backoff", "login_backoff", 900.0, parse_duration)
     if login_backoff < MIN_LOGIN_BACKOFF:
         raise reader.error("login_backoff", "must be at least 10m: Ibanera locks an account for 10 minutes after failed logins")
     return Config(
         connections=connections,
-        poll_interval=reader.duration(data, "poll_interval", "poll_interval", 60.0),
-        request_timeout=reader.duration(data, "request_timeout", "request_timeout", 10.0),
+        poll_interval=reader.parsed(data, "poll_interval", "poll_interval", 60.0, parse_duration),
+        request_timeout=reader.parsed(data, "request_timeout", "request_timeout", 10.0, parse_duration),
         retry=retry,
         login_backoff=login_backoff,
         max_login_refusals=reader.integer(data, "max_login_refusals", "max_login_refusals", DEFAULT_MAX_LOGIN_REFUSALS, 1, 10),
-        max_response_size=reader.size(data, "max_response_size", DEFAULT_MAX_RESPONSE_SIZE),
+        max_response_size=reader.parsed(data, "max_response_size", "max_response_size", DEFAULT_MAX_RESPONSE_SIZE, parse_size),
         low_available_balance=_read_thresholds(reader, data.get("thresholds", {}), "low_available_balance"),
         low_available_card_balance=_read_thresholds(reader, data.get("thresholds", {}), "low_available_card_balance"),
     )
