@@ -195,7 +195,7 @@ def _landing_page(context: WebContext) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style>
 </head><body>
 <h1>Ibanera Exporter</h1>
-<p>Version {html.escape(context.version)}. Balances of Ibanera asset accounts for Prometheus.</p>
+<p>Version {html.escape(context.version)}. Balances of Ibanera asset accounts and cards, for Prometheus.</p>
 <ul><li><a href="{telemetry}">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
 <h2>Connections</h2>
 <table><tr><th>Connection</th><th>Last poll</th><th>Last good poll</th><th>Accounts</th><th>Cards</th><th>Last error</th></tr>
