@@ -543,6 +543,9 @@ class IbaneraClient:
             self._observe_date(response, sent_at)
             try:
                 content = self._read_capped(endpoint, response)
+            except ResponseTooLarge:
+                self.counters.request(endpoint, str(response.status_code))  # answered, then refused by us
+                raise
             finally:
                 response.close()
         except httpx.TimeoutException as exc:
@@ -559,13 +562,11 @@ class IbaneraClient:
         limit = self._max_response_size
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            self.counters.request(endpoint, str(response.status_code))
             raise ResponseTooLarge(f"{endpoint}: the reply declares {declared} bytes, more than max_response_size={limit}")
         chunks, size = [], 0
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > limit:
-                self.counters.request(endpoint, str(response.status_code))
                 raise ResponseTooLarge(f"{endpoint}: the reply is larger than max_response_size={limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)

@@ -128,6 +128,8 @@ def test_a_reply_over_max_response_size_is_refused(make_stack):
     stack.simulator.inject(Fault("huge", "balances", size=100 * 1024))
     stack.poll()
     assert stack.value("ibanera_poll_failures_total", connection="c0", reason="too_large") == 1
+    # The refused reply was still an answer: counted once, under its status code.
+    assert stack.value("ibanera_api_requests_total", connection="c0", endpoint="accounts_balances", code="200") == 2
     assert stack.balances() == EXPECTED
     stack.poll()
     assert stack.value("ibanera_up", connection="c0") == 1
