@@ -158,6 +158,20 @@ def _json_bytes(value: object) -> bytes:
     return json.dumps(value).encode()
 
 
+def _page_request(query: dict[str, list[str]], number_param: str, size_param: str, default_size: int) -> tuple[int, int]:
+    """(page number, page size) from the query; a ValueError names the parameter at fault."""
+    try:
+        number = int(query.get(number_param, ["1"])[0])
+        size = int(query.get(size_param, [str(default_size)])[0])
+    except ValueError:
+        raise ValueError(number_param) from None
+    if size < 1:
+        raise ValueError(size_param)
+    if number < 1:
+        raise ValueError(number_param)
+    return number, size
+
+
 def _envelope(details: object, status: str = "1", errors: list | None = None, **extra: object) -> dict:
     return {"id": 0, "details": details, "status": status, "errors": errors or [], **extra}
 
@@ -389,12 +403,9 @@ class Simulator:
         if "pageNumber" not in query and "pageSize" not in query:
             return 200, _envelope([a.to_json() for a in accounts])
         try:
-            number = int(query.get("pageNumber", ["1"])[0])
-            size = int(query.get("pageSize", ["10"])[0])
-        except ValueError:
-            return 400, _error("Invalid", "pageNumber")
-        if number < 1 or size < 1:
-            return 400, _error("Invalid", "pageSize" if size < 1 else "pageNumber")
+            number, size = _page_request(query, "pageNumber", "pageSize", 10)
+        except ValueError as exc:
+            return 400, _error("Invalid", str(exc))
         if self.max_page_size:
             size = min(size, self.max_page_size)
         pages = max(1, -(-len(accounts) // size))
@@ -416,26 +427,23 @@ class Simulator:
                 for row in served:
                     triple = (row.get("totalBalance"), row.get("availableBalance"), row.get("pendingBalance"))
                     self.served.setdefault(row.get("id"), set()).add(triple)
+        return self._page_envelope(served, number, size, pages)
+
+    def _page_envelope(self, rows: list, number: int, size: int, pages: int) -> tuple[int, dict]:
         extra = {"pageSize": size, "pageNumber": number}
         if self.report_number_of_pages:
             extra["numberOfPages"] = pages
-        return 200, _envelope(served, **extra)
+        return 200, _envelope(rows, **extra)
 
     def _card_page(self, query: dict[str, list[str]], fault: Fault | None) -> tuple[int, dict]:
         with self._lock:
             cards = sorted(self._cards.values(), key=lambda c: c.id)
         try:
-            number = int(query.get("PageNumber", ["1"])[0])
-            size = int(query.get("PageSize", [str(CARDS_DEFAULT_PAGE_SIZE)])[0])
-        except ValueError:
-            return 400, _error("Invalid", "PageNumber")
-        if number < 1 or size < 1:
-            return 400, _error("Invalid", "PageSize" if size < 1 else "PageNumber")
+            number, size = _page_request(query, "PageNumber", "PageSize", CARDS_DEFAULT_PAGE_SIZE)
+        except ValueError as exc:
+            return 400, _error("Invalid", str(exc))
         served = [] if fault is not None and fault.kind == "empty" else [c.to_json() for c in cards[(number - 1) * size : number * size]]
-        extra = {"pageSize": size, "pageNumber": number}
-        if self.report_number_of_pages:
-            extra["numberOfPages"] = max(1, -(-len(cards) // size))
-        return 200, _envelope(served, **extra)
+        return self._page_envelope(served, number, size, max(1, -(-len(cards) // size)))
 
     def _ordered(self) -> list[SimAccount]:
         """The accounts by id, the order pages follow. Called under the lock."""

@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from conftest import FAST_RETRY, account, connection_for
@@ -10,7 +11,8 @@ from exporter.api import (
     Unauthorized, parse_retry_after,
 )
 from exporter.config import Secret
-from exporter.simulator import BALANCES_PATH, LOGIN_PATH, Fault, Simulator
+from exporter.simulator import BALANCES_PATH, CARDS_PATH, LOGIN_PATH, Fault, Simulator
+from exporter.totp import decode_secret, totp_at
 
 
 @pytest.fixture
@@ -235,3 +237,19 @@ def test_ascii_secrets_work_end_to_end(clock, make_client):
     with Simulator([account(1)], clock=clock, totp_secret=key) as sim:
         client = make_client(sim, totp_secret=Secret(key.decode()), totp_secret_encoding="ascii")
         assert ids(client.fetch_balances()) == [1]
+
+
+@pytest.mark.parametrize("path, query, field", [
+    (BALANCES_PATH, "pageNumber=1&pageSize=0", "pageSize"),
+    (BALANCES_PATH, "pageNumber=x&pageSize=5", "pageNumber"),
+    (CARDS_PATH, "PageNumber=0", "PageNumber"),
+    (CARDS_PATH, "PageSize=-1", "PageSize"),
+])
+def test_the_simulator_refuses_bad_paging_naming_the_parameter(simulator, make_client, clock, path, query, field):
+    client = make_client(simulator)
+    client.fetch_balances()  # a token
+    code = totp_at(decode_secret(simulator.totp_secret_base32, "base32"), clock.now)
+    response = httpx.get(f"{simulator.url}{path}?{query}",
+                         headers={"Authorization": f"Bearer {simulator.issued_tokens[-1]}", "otp": code})
+    assert response.status_code == 400
+    assert response.json()["errors"] == [{"fieldName": field, "messageCode": "Invalid"}]
