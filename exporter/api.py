@@ -28,7 +28,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from . import __version__
-from .config import DEFAULT_MAX_LOGIN_REFUSALS, DEFAULT_MAX_RESPONSE_SIZE, ConnectionConfig, RetryPolicy
+from .config import DEFAULT_MAX_LOGIN_REFUSALS, DEFAULT_MAX_RESPONSE_SIZE, Config, ConnectionConfig, RetryPolicy
 from .model import AccountBalance, CardBalance, InvalidRow, parse_account, parse_card
 from .totp import STEP_SECONDS, decode_secret, totp_at
 
@@ -329,6 +329,13 @@ class IbaneraClient:
         # the API refuses reused codes twice in a row; from then on, until the next login,
         # every request waits for a fresh one.
         self._fresh_code_per_request = False
+
+    @classmethod
+    def for_connection(cls, connection: ConnectionConfig, config: Config, **kwargs) -> "IbaneraClient":
+        """A client with the settings of `config` (kwargs: stop_event, clock, sleep)."""
+        return cls(connection, request_timeout=config.request_timeout, retry=config.retry,
+                   login_backoff=config.login_backoff, max_login_refusals=config.max_login_refusals,
+                   max_response_size=config.max_response_size, **kwargs)
 
     @property
     def token_expires_at(self) -> float | None:

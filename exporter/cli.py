@@ -139,17 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
            web_config: WebConfigWatcher | None) -> int:
     stop = threading.Event()
-    pollers = [
-        Poller(
-            IbaneraClient(c, request_timeout=config.request_timeout, retry=config.retry,
-                          login_backoff=config.login_backoff, max_login_refusals=config.max_login_refusals,
-                          max_response_size=config.max_response_size,
-                          stop_event=stop),
-            config.poll_interval,
-            stop,
-        )
-        for c in config.connections
-    ]
+    pollers = [Poller(IbaneraClient.for_connection(c, config, stop_event=stop), config.poll_interval, stop)
+               for c in config.connections]
 
     def statuses():
         return [p.status() for p in pollers]

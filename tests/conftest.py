@@ -126,10 +126,7 @@ def build_stack(clock, accounts=None, simulator=None, connections=({},), config=
     cfg = Config(connections=conns, **{"retry": FAST_RETRY, **(config or {})})
     stack = Stack(sim, cfg, clock)
     for conn in conns:
-        client = IbaneraClient(conn, request_timeout=cfg.request_timeout, retry=cfg.retry,
-                               login_backoff=cfg.login_backoff, max_login_refusals=cfg.max_login_refusals,
-                               max_response_size=cfg.max_response_size,
-                               stop_event=stack.stop_event, clock=clock, sleep=clock.sleep)
+        client = IbaneraClient.for_connection(conn, cfg, stop_event=stack.stop_event, clock=clock, sleep=clock.sleep)
         stack.pollers.append(Poller(client, cfg.poll_interval, stack.stop_event))
 
     def statuses():
