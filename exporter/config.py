@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable, Mapping
@@ -112,6 +112,11 @@ def parse_duration(value: object, key: str) -> float:
     if not seconds > 0:
         raise ConfigError(f"{key}: must be longer than zero, got {value!r}")
     return seconds
+
+
+def _default(cls: type, name: str):
+    """A field's default, so that the dataclasses are the one place defaults are written."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def format_duration(seconds: float) -> str:
@@ -246,7 +251,8 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
     base_url = reader.string(data, "base_url", f"{key}.base_url", DEFAULT_BASE_URL).rstrip("/")
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", base_url):
         raise reader.error(f"{key}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
-    encoding = reader.string(data, "totp_secret_encoding", f"{key}.totp_secret_encoding", "base32")
+    encoding = reader.string(data, "totp_secret_encoding", f"{key}.totp_secret_encoding",
+                             _default(ConnectionConfig, "totp_secret_encoding"))
     if encoding not in TOTP_SECRET_ENCODINGS:
         raise reader.error(f"{key}.totp_secret_encoding", f"must be one of {', '.join(TOTP_SECRET_ENCODINGS)}, got {encoding!r}")
     username, password, totp_secret = (reader.secret(data, s, key) for s in _SECRET_KEYS)
@@ -275,13 +281,12 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
         password=password,
         totp_secret=totp_secret,
         totp_secret_encoding=encoding,
-        page_size=reader.integer(data, "page_size", f"{key}.page_size", 100, 1, 10_000),
-        max_pages=reader.integer(data, "max_pages", f"{key}.max_pages", 1000, 1, 1_000_000),
+        page_size=reader.integer(data, "page_size", f"{key}.page_size", _default(ConnectionConfig, "page_size"), 1, 10_000),
+        max_pages=reader.integer(data, "max_pages", f"{key}.max_pages", _default(ConnectionConfig, "max_pages"), 1, 1_000_000),
     )
 
 
-def _read_thresholds(reader: _Reader, data: object, name: str) -> dict[str, Decimal]:
-    data = reader.mapping(data, "thresholds", {"low_available_balance", "low_available_card_balance"})
+def _read_thresholds(reader: _Reader, data: dict, name: str) -> dict[str, Decimal]:
     per_asset = data.get(name, {})
     if not isinstance(per_asset, dict):
         raise reader.error(f"thresholds.{name}", f"expected a mapping of asset to amount, got {_type_name(per_asset)}")
@@ -323,19 +328,20 @@ def parse_config(data: object, source: str, environ: Mapping[str, str] | None = 
         if connection.name in seen:
             raise reader.error(f"connections[{i}].name", f"{connection.name!r} is used by another connection")
         seen.add(connection.name)
-    login_backoff = reader.parsed(data, "login_backoff", "login_backoff", 900.0, parse_duration)
+    login_backoff = reader.parsed(data, "login_backoff", "login_backoff", _default(Config, "login_backoff"), parse_duration)
     if login_backoff < MIN_LOGIN_BACKOFF:
         raise reader.error("login_backoff", "must be at least 10m: Ibanera locks an account for 10 minutes after failed logins")
+    thresholds = reader.mapping(data.get("thresholds", {}), "thresholds", {"low_available_balance", "low_available_card_balance"})
     return Config(
         connections=connections,
-        poll_interval=reader.parsed(data, "poll_interval", "poll_interval", 60.0, parse_duration),
-        request_timeout=reader.parsed(data, "request_timeout", "request_timeout", 10.0, parse_duration),
+        poll_interval=reader.parsed(data, "poll_interval", "poll_interval", _default(Config, "poll_interval"), parse_duration),
+        request_timeout=reader.parsed(data, "request_timeout", "request_timeout", _default(Config, "request_timeout"), parse_duration),
         retry=retry,
         login_backoff=login_backoff,
-        max_login_refusals=reader.integer(data, "max_login_refusals", "max_login_refusals", DEFAULT_MAX_LOGIN_REFUSALS, 1, 10),
-        max_response_size=reader.parsed(data, "max_response_size", "max_response_size", DEFAULT_MAX_RESPONSE_SIZE, parse_size),
-        low_available_balance=_read_thresholds(reader, data.get("thresholds", {}), "low_available_balance"),
-        low_available_card_balance=_read_thresholds(reader, data.get("thresholds", {}), "low_available_card_balance"),
+        max_login_refusals=reader.integer(data, "max_login_refusals", "max_login_refusals", _default(Config, "max_login_refusals"), 1, 10),
+        max_response_size=reader.parsed(data, "max_response_size", "max_response_size", _default(Config, "max_response_size"), parse_size),
+        low_available_balance=_read_thresholds(reader, thresholds, "low_available_balance"),
+        low_available_card_balance=_read_thresholds(reader, thresholds, "low_available_card_balance"),
     )
 
 
