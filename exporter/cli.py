@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Sequence
 
 from . import __version__
-from .api import IbaneraClient
+from .api.client import IbaneraClient
 from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
            web_config: WebConfigWatcher | None) -> int:
     stop = threading.Event()
-    pollers = [Poller(IbaneraClient.for_connection(c, config, stop_event=stop), config.poll_interval, stop)
+    pollers = [Poller(IbaneraClient(c, config, stop_event=stop), config.poll_interval, stop)
                for c in config.connections]
 
     def statuses():

@@ -62,7 +62,7 @@ def test_holder_names_are_exported_only_when_asked_for(make_stack):
     assert text.count("Ada Lovelace") == 1
     assert 'card_holder_name="Ada Lovelace"' in text and 'connection="named"' in text.split("Ada Lovelace")[1].split("\n")[0]
     private = [p for p in stack.pollers if p.name == "private"][0]
-    assert private.status().cards.cards[0].holder_name is None  # not even held in memory
+    assert private.status().cards.snapshot.rows[0].holder_name is None  # not even held in memory
 
 
 def test_a_card_failure_keeps_the_account_balances_and_ibanera_up(make_stack):

@@ -12,7 +12,7 @@ from conftest import account, samples
 from exporter.config import Config, Secret
 from exporter import metrics as metrics_module
 from exporter.metrics import Exposition
-from exporter.poller import POLL_FAILURE_REASONS
+from exporter.api.errors import POLL_FAILURE_REASONS
 from exporter.simulator import Fault
 from exporter.web import WebContext, WebServer
 

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from conftest import ROOT, FakeClock, Running, account, build_stack, connection_for
-from exporter.api import IbaneraClient
-from exporter.config import RetryPolicy, Secret
+from exporter.api.client import IbaneraClient
+from exporter.config import Config, RetryPolicy, Secret
 from exporter.poller import Poller
-from exporter.api import ApiError, MalformedResponse, Page, decode_envelope, read_page
-from exporter.model import AccountBalance, parse_card
+from exporter.api.envelope import Page, decode_envelope, read_page
+from exporter.api.errors import ApiError, MalformedResponse
+from exporter.model import AccountBalance, parse_account, parse_card
 from exporter.simulator import DROP, Fault, RawJson, Simulator
 
 FIVE = [account(i, total=f"{i}.01", available=f"{i}.00", pending="0.01") for i in range(1, 6)]
@@ -229,7 +230,7 @@ def test_decode_envelope_returns_an_envelope_or_raises_its_own_errors(status, bo
 }), page=st.integers(min_value=1, max_value=5), cards=st.booleans())
 def test_read_page_returns_valid_rows_or_raises_malformed(envelope, page, cards):
     try:
-        result = read_page(envelope, page, parse_card) if cards else read_page(envelope, page)
+        result = read_page(envelope, page, parse_card if cards else parse_account)
     except MalformedResponse:
         return
     assert isinstance(result, Page)
@@ -297,7 +298,7 @@ def test_credentials_that_stay_wrong_stop_logins_before_the_account_locks(make_s
         stack.clock.advance(60)
     assert stack.simulator.logins_failed == 3 and not stack.simulator.locked
     assert stack.value("ibanera_poll_failures_total", connection="c0", reason="logins_stopped") > 1000
-    last_error = stack.pollers[0].status().last_error
+    last_error = stack.pollers[0].status().accounts.last_error
     assert "3 refused logins in a row" in last_error and "restart" in last_error
 
 
@@ -353,7 +354,7 @@ def test_a_poller_thread_leaves_a_retry_sleep_at_once():
         simulator.inject(Fault("http", "balances", status=503), times=5)
         stop = threading.Event()
         connection = connection_for(simulator)
-        client = IbaneraClient(connection, request_timeout=5, retry=RetryPolicy(5, 20.0, 30.0), login_backoff=900, stop_event=stop)
+        client = IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(5, 20.0, 30.0)), stop_event=stop)
         poller = Poller(client, 60, stop)
         poller.start()
         _wait_for(lambda: simulator.requests["/api/v1/customer/accounts/balances"] >= 1)
