@@ -40,7 +40,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from exporter.api.client import IbaneraClient
-from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
+from exporter.config import Config, ConnectionConfig, Secret
 from exporter.metrics import Exposition
 from exporter.poller import Poller, Snapshot
 from exporter.simulator import BALANCES_PATH, LOGIN_PATH, SimAccount, Simulator
@@ -196,7 +196,7 @@ def memory(count: int, polls: int) -> dict:
                   "connections": [{"name": "bench", "base_url": url, "username": username, "password": password,
                                    "totp_secret": secret, "page_size": PAGE_SIZE}]}
         Path(work, "config.yaml").write_text(json.dumps(config))
-        log = open(Path(work, "log"), "w")
+        log = open(Path(work, "log"), "w")  # noqa: SIM115 - open for the daemon's whole life, closed below
         process = subprocess.Popen([str(SCRIPT), "--config.file", str(Path(work, "config.yaml")),
                                     "--web.listen-address", "127.0.0.1:0"], stderr=log)
         try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -47,6 +48,12 @@ def refreshed_note(poll_interval: float) -> str:
     return f"Refreshed by a background poller every {format_duration(poll_interval)}."
 
 
+def _go_float(value: float) -> str:
+    """A sample value as Prometheus writes it (prometheus_client's floatToGoString, typed)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
 def _label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -78,7 +85,7 @@ def _gauges(families: tuple[tuple[str, str, Callable[[Row], float]], ...], rows:
     """Each gauge family with one sample per (rendered labels, row)."""
     for name, help_text, value in families:
         lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
-        lines.extend(f"{name}{labels}{floatToGoString(value(row))}\n" for labels, row in rows)
+        lines.extend(f"{name}{labels}{_go_float(value(row))}\n" for labels, row in rows)
 
 
 def _render_cards(statuses: Sequence[ConnectionStatus], refreshed: str, lines: list[str]) -> None:
@@ -154,7 +161,7 @@ def _snapshots_of(statuses: Sequence[ConnectionStatus]) -> _Snapshots:
 
 
 def _same(cached: _Snapshots, current: _Snapshots) -> bool:
-    return len(cached) == len(current) and all(a is b for a, b in zip(cached, current))
+    return len(cached) == len(current) and all(a is b for a, b in zip(cached, current, strict=False))
 
 
 class HealthCollector(Collector):

@@ -9,9 +9,9 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args) -> None:
         log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
 
 

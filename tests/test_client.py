@@ -4,12 +4,18 @@ from decimal import Decimal
 
 import httpx
 import pytest
-
 from conftest import FAST_RETRY, account, connection_for
+
 from exporter.api.client import IbaneraClient
 from exporter.api.envelope import parse_retry_after
 from exporter.api.errors import (
-    ApiRejected, LoginPaused, LoginRefused, MalformedResponse, TooManyPages, TransientError, Unauthorized,
+    ApiRejected,
+    LoginPaused,
+    LoginRefused,
+    MalformedResponse,
+    TooManyPages,
+    TransientError,
+    Unauthorized,
 )
 from exporter.config import Config, Secret
 from exporter.simulator import BALANCES_PATH, CARDS_PATH, LOGIN_PATH, Fault, Simulator

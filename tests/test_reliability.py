@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -10,17 +11,17 @@ import time
 from decimal import Decimal
 
 import pytest
+from conftest import ROOT, FakeClock, Running, account, build_stack, connection_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from conftest import ROOT, FakeClock, Running, account, build_stack, connection_for
 from exporter.api.client import IbaneraClient
-from exporter.config import Config, RetryPolicy, Secret
-from exporter.poller import Poller
 from exporter.api.envelope import Page, decode_envelope, read_page
 from exporter.api.errors import ApiError, MalformedResponse
+from exporter.config import Config, RetryPolicy, Secret
 from exporter.model import AccountBalance, parse_account, parse_card
+from exporter.poller import Poller
 from exporter.simulator import DROP, Fault, RawJson, Simulator
 
 FIVE = [account(i, total=f"{i}.01", available=f"{i}.00", pending="0.01") for i in range(1, 6)]
@@ -180,7 +181,7 @@ def test_a_negative_pending_balance_is_published_as_reported(make_stack):
 def test_odd_asset_names_are_escaped_and_parse_back_exactly(make_stack, asset):
     stack = make_stack([account(1, asset=asset, total="1.5")])
     stack.poll()
-    labels = [dict(l) for (n, l) in stack.metrics() if n == "ibanera_total_balance"]
+    labels = [dict(found) for (n, found) in stack.metrics() if n == "ibanera_total_balance"]
     assert labels == [{"connection": "c0", "asset_account_id": "1", "asset": asset}]
     om = stack.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
     om_assets = [s.labels["asset"] for f in parse_openmetrics(om) if f.name == "ibanera_total_balance" for s in f.samples]
@@ -286,7 +287,7 @@ def test_no_fault_ever_gets_the_account_locked(make_stack):
         stack.clock.advance(60)
     times = stack.simulator.failed_login_times
     assert len(times) == 4, "every injected refusal reached a login"
-    assert all(later - earlier >= 900 for earlier, later in zip(times, times[1:]))
+    assert all(later - earlier >= 900 for earlier, later in itertools.pairwise(times))
     assert stack.value("ibanera_polls_total", connection="c0") == 150
     assert stack.simulator.logins_succeeded >= 10
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import trustme
 import yaml
-
 from conftest import SCRIPT, FakeClock, Running, account, build_stack, connection_for
+
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import TransientError
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
@@ -258,7 +258,7 @@ def _client(simulator, **overrides) -> IbaneraClient:
 
 def test_upstream_tls_is_verified_by_default(https_simulator):
     simulator, _ = https_simulator
-    with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+    with pytest.raises(TransientError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         _client(simulator).fetch_balances()
     assert simulator.logins_succeeded == 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config, ConnectionConfig
 from ..model import AccountBalance, CardBalance

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import deque
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 from ..totp import STEP_SECONDS, totp_at
 

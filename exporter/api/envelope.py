@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Callable, Generic, Mapping, TypeVar
+from typing import Generic, TypeVar
 
 from ..model import InvalidRow
 from .errors import ApiRejected, MalformedResponse, RateLimited, ServerError, Unauthorized

@@ -6,8 +6,9 @@ each one lives, how its paging parameters are spelled and how its rows are read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from ..model import AccountBalance, CardBalance, parse_account, parse_card
 from .envelope import JsonObject, read_page

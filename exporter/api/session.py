@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from decimal import Decimal
 
 from ..config import ConnectionConfig
 from .codes import OneTimeCodes

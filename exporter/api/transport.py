@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
@@ -160,7 +160,8 @@ class Transport:
             self._counters.request("clock", "error")
             return None
         self._counters.request("clock", str(response.status_code))
-        return response.headers.get("Date")
+        date: str | None = response.headers.get("Date")
+        return date
 
     def _read_capped(self, endpoint: str, response: httpx.Response) -> bytes:
         """The decoded body, refused as soon as it grows past max_response_size (gzip bombs too)."""
