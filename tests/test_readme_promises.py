@@ -8,6 +8,7 @@ in either direction, and check each entry over loopback HTTP where it is behavio
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import socket
@@ -18,14 +19,16 @@ from decimal import Decimal
 import httpx
 import pytest
 from conftest import ROOT, SCRIPT, account
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import POLL_FAILURE_REASONS
-from exporter.config import ConfigError, Secret, load_config
+from exporter.config import ConfigError, RetryPolicy, Secret, load_config
 from exporter.simulator import Fault, SimCard, Simulator
 
 README = (ROOT / "README.md").read_text()
+FIVE_ACCOUNTS = [account(i) for i in range(1, 6)]
 
 
 def _section(start: str, end: str) -> str:
@@ -335,3 +338,56 @@ def test_the_readme_example_shows_the_defaults(tmp_path):
     for key in ("base_url", "totp_secret_encoding", "page_size", "max_pages", "cards", "cards_holder_name_label",
                 "tls_insecure_skip_verify"):
         assert shown[key] == getattr(connection, key), key
+
+
+# -- behaviours the README states in passing ---------------------------------------------
+
+
+def test_samples_carry_no_timestamps(make_stack):
+    """"They carry no timestamps: they are what the last good poll saw." Mutation: the
+    balance rendering appends the poll's time to each sample."""
+    stack = make_stack([account(1), account(2)], simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1),
+                                                                              Decimal(0), "0001", "R", "H")]},
+                       connections=[{"cards": True}])
+    stack.poll()
+    for parse, accept in ((text_string_to_metric_families, "text/plain"),
+                          (parse_openmetrics, "application/openmetrics-text; version=1.0.0")):
+        text = stack.get("/metrics", headers={"Accept": accept}).text
+        ours = [s for f in parse(text) if f.name.startswith("ibanera_") for s in f.samples]
+        assert len(ours) > 20
+        assert [s for s in ours if s.timestamp is not None] == []
+
+
+def test_an_undocumented_login_refusal_is_counted_as_other(make_stack):
+    """Mutation: ClientCounters.login_failure counts any messageCode as its own label value."""
+    stack = make_stack()
+    stack.simulator.inject(Fault("status0", "login", message_code="Some_New_Refusal"))
+    stack.poll()
+    failures = {dict(labels)["reason"]: v for (n, labels), v in stack.metrics().items()
+                if n == "ibanera_login_failures_total"}
+    assert failures["other"] == 1 and "Some_New_Refusal" not in failures
+    assert stack.value("ibanera_poll_failures_total", connection="c0", reason="login_refused") == 1
+
+
+def test_each_attempt_carries_a_code_computed_just_before_it_is_sent(make_stack):
+    """Two 30 s Retry-After waits put the third attempt two steps after the first: a code
+    computed once per request (mutation: the otp header built outside Session's build())
+    is refused by the server, even if a retry with a fresh code then rescues the poll."""
+    stack = make_stack(FIVE_ACCOUNTS, config={"retry": RetryPolicy(3, 0.01, 30.0)})
+    stack.poll()
+    stack.simulator.inject(Fault("http", "balances", status=503, retry_after="30"), times=2)
+    before = stack.clock.now
+    stack.poll()
+    assert stack.clock.now - before >= 60
+    assert stack.value("ibanera_up", connection="c0") == 1
+    assert stack.simulator.otp_rejections == 0
+
+
+def test_waiting_for_a_fresh_code_is_said_in_an_info_line(make_stack, caplog):
+    """Mutation: the "waiting for a fresh one-time code" line logged at debug."""
+    stack = make_stack(FIVE_ACCOUNTS, connections=[{"page_size": 2}], simulator={"reject_reused_otp": True})
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        stack.poll()
+    assert stack.value("ibanera_up", connection="c0") == 1
+    waits = [r for r in caplog.records if r.getMessage() == "waiting for a fresh one-time code"]
+    assert waits and all(r.levelno == logging.INFO for r in waits)
