@@ -21,9 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 import trustme
-from conftest import SCRIPT, Running, account, connection_for
+from conftest import SCRIPT, Running, account, connection_for, rested_storage
 
 from exporter.api.client import IbaneraClient
+from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConfigError, RetryPolicy, Secret, load_config
 from exporter.logs import LogfmtFormatter
 from exporter.poller import Poller
@@ -135,7 +136,8 @@ def test_ca_file_is_trusted_and_only_it(cas, tmp_path, monkeypatch, trusted, cer
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / f"{system}.pem"))
     simulator = _https_simulator(cas["api"], cert_for)
     connection = connection_for(simulator, ca_file=tmp_path / f"{trusted}.pem")
-    client = IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01)))
+    client = IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01)),
+                           memory=LoginMemory.first_contact())
     try:
         if works:
             assert len(client.fetch_balances().rows) == 1
@@ -192,7 +194,7 @@ def test_landing_page_escapes_error_text_from_the_api(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"connections": [
         {"name": "hostile", "base_url": api.url, "username": "u", "password": "p", "totp_secret": "JBSWY3DPEHPK3PXP"}]}))
-    exporter = Running("--config.file", str(config))
+    exporter = Running("--config.file", str(config), "--storage.path", rested_storage(tmp_path / "state", "hostile"))
     try:
         _wait_for(lambda: "&lt;script&gt;" in httpx.get(exporter.url + "/").text)
         page = httpx.get(exporter.url + "/").text
@@ -226,7 +228,7 @@ def test_a_shutdown_during_a_retry_back_off_sends_no_further_request():
         stop = threading.Event()
         connection = connection_for(simulator)
         config = Config((connection,), request_timeout=5, retry=RetryPolicy(5, 20.0, 30.0))
-        poller = Poller(IbaneraClient(connection, config, stop_event=stop), 60, stop)
+        poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), stop_event=stop), 60, stop)
         poller.start()
         _wait_for(lambda: simulator.faults_served["http"] >= 1)
         stop.set()
@@ -254,7 +256,8 @@ def test_sigterm_and_sigint_both_exit_cleanly_during_a_retry_back_off(tmp_path, 
     with a KeyboardInterrupt traceback and a non-zero code."""
     with Simulator(FIVE) as simulator:
         simulator.inject(Fault("http", "balances", status=503), times=5)
-        exporter = Running("--config.file", _config_file(tmp_path, simulator))
+        exporter = Running("--config.file", _config_file(tmp_path, simulator),
+                           "--storage.path", rested_storage(tmp_path / "state", "c"))
         _wait_for(lambda: simulator.faults_served["http"] >= 1)
         exporter.proc.send_signal(signum)
         _, rest = exporter.proc.communicate(timeout=10)
@@ -354,7 +357,8 @@ def test_a_short_token_is_renewed_a_quarter_of_its_lifetime_before_it_expires(ma
     a 120 s token is renewed after 60 s instead of after 90 s."""
     stack = make_stack(FIVE, simulator={"token_lifetime": 120})
     stack.poll()
-    clock.advance(85)
+    logged_in_at = stack.pollers[0].status().token_expires_at - 120  # the lifetime counts from here
+    clock.advance(logged_in_at + 85 - clock.now)
     stack.poll()
     assert stack.simulator.logins_succeeded == 1
     clock.advance(10)  # 95 s: inside the last quarter

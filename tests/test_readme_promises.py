@@ -214,7 +214,7 @@ def test_the_flag_table_is_the_command_line():
     """Mutation: a flag added, renamed or dropped in cli._parser and not in the README (or back)."""
     help_text = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=30).stdout
     assert documented_flags() == set(re.findall(r"(?<![\w-])(--[a-z][a-z.-]+)", help_text)) - {"--help"}
-    assert len(documented_flags()) == 9
+    assert len(documented_flags()) == 10
 
 
 def _free_port() -> int:
@@ -358,15 +358,29 @@ def test_samples_carry_no_timestamps(make_stack):
         assert [s for s in ours if s.timestamp is not None] == []
 
 
-def test_an_undocumented_login_refusal_is_counted_as_other(make_stack):
-    """Mutation: ClientCounters.login_failure counts any messageCode as its own label value."""
+def documented_login_refusals() -> set[str]:
+    row = next(line for line in README.splitlines() if line.startswith("| `ibanera_login_failures_total`"))
+    return set(_listed(row.split("by `messageCode`:", 1)[1]))
+
+
+def test_login_failure_reasons_are_the_documented_credential_refusals(make_stack):
+    """Mutations: a messageCode added to (or dropped from) CREDENTIAL_REFUSALS, or an
+    undocumented refusal counted (and pausing logins) as a refused login."""
+    assert documented_login_refusals() == {"Username_Or_Password_Incorrect", "Account_Not_Verified", "Account_Locked",
+                                           "Account_Suppressed"}
     stack = make_stack()
     stack.simulator.inject(Fault("status0", "login", message_code="Some_New_Refusal"))
     stack.poll()
     failures = {dict(labels)["reason"]: v for (n, labels), v in stack.metrics().items()
                 if n == "ibanera_login_failures_total"}
-    assert failures["other"] == 1 and "Some_New_Refusal" not in failures
-    assert stack.value("ibanera_poll_failures_total", connection="c0", reason="login_refused") == 1
+    assert failures == dict.fromkeys(documented_login_refusals(), 0)
+    assert stack.value("ibanera_poll_failures_total", connection="c0", reason="rejected") == 1
+    stack.poll()  # no login pause: the next poll logs in
+    assert stack.value("ibanera_up", connection="c0") == 1 and stack.simulator.logins_succeeded == 1
+    stack.simulator.inject(Fault("otp", "login"))  # the simulator's Username_Or_Password_Incorrect
+    stack.simulator.revoke_tokens()
+    stack.poll()
+    assert stack.value("ibanera_login_failures_total", connection="c0", reason="Username_Or_Password_Incorrect") == 1
 
 
 def test_each_attempt_carries_a_code_computed_just_before_it_is_sent(make_stack):
