@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench soak venv clean
+.PHONY: demo test bench soak venv clean rules
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ bench: venv  # about 12 minutes; figures in README "Performance"
 
 soak: venv  # 10 minutes; figures in README "Reliability"
 	$(BIN)/python bench/soak.py --seconds 600 --fault-rate 0.2 --json bench/results/soak.json
+
+rules: venv  # dashboards/alerts.yaml, rules.yaml and the PrometheusRule, from exporter/rules.py
+	$(BIN)/python -m exporter.rules --output-dir dashboards
+	$(BIN)/python deploy/kubernetes/generate_prometheusrule.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -7,9 +7,7 @@ Without them these tests skip with a plain message on a developer's machine, and
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -19,7 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from conftest import ROOT, FakeClock, Running, build_stack
+from conftest import ROOT, FakeClock, Running, build_stack, required_tool
+from exporter.config import AccountConfig
 from exporter.simulator import demo_accounts
 
 DASHBOARDS = ROOT / "dashboards"
@@ -30,13 +29,7 @@ VARIABLES = {"$connection": ".*", "$asset": ".*", "$account": ".*"}
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found: install the Debian package 'prometheus' (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return required_tool(name, "prometheus")
 
 
 def alert_rules() -> list[dict]:
@@ -220,12 +213,15 @@ def eventually(check, timeout: float = 20.0):
         time.sleep(0.25)
 
 
+LIVE_ACCOUNTS = {1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000"))}
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """The exporter polling the simulator every second, a real Prometheus scraping it every second."""
     binary = tool("prometheus")
     stack = build_stack(
-        FakeClock(), demo_accounts(), connections=({"cards": True},),
+        FakeClock(), demo_accounts(), connections=({"cards": True, "accounts": LIVE_ACCOUNTS},),
         config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000"), "USDC": Decimal("5000")},
                 "low_available_card_balance": {"USD": Decimal("200"), "EUR": Decimal("100")}},
     )
@@ -278,6 +274,22 @@ def test_every_dashboard_query_returns_data(live):
         assert eventually(lambda: prometheus.query(expr), timeout=10), f"no data for panel {title!r}: {expr}"
 
 
+def test_the_account_variable_shows_names_beside_ids(live):
+    """Grafana runs the variable's query_result() and reads ids and texts with its regex."""
+    _, prometheus = live
+    (variable,) = [v for v in dashboard()["templating"]["list"] if v["name"] == "account"]
+    expr = variable["query"]["query"].removeprefix("query_result(").removesuffix(")")
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    regex = re.compile(variable["regex"].strip("/").replace("(?<", "(?P<"))
+    options = {}
+    for series in prometheus.query(expr):
+        text = "{" + ", ".join(f'{k}="{v}"' for k, v in series["metric"].items()) + "}"
+        match = regex.search(text)
+        options[match.group("value")] = match.group("text")
+    assert options == {str(a.id): "1001 · Payroll USD" if a.id == 1001 else str(a.id) for a in demo_accounts()}
+
+
 def test_the_suppressed_demo_account_fires_its_alert(live):
     _, prometheus = live
     firing = eventually(lambda: [a for a in prometheus.alerts("IbaneraAccountSuppressed") if a["state"] == "firing"])
@@ -291,11 +303,13 @@ def test_draining_an_account_raises_the_low_balance_alert(live):
         return [a for a in prometheus.alerts("IbaneraBalanceLow") if a["labels"]["asset_account_id"] == "1001"]
 
     assert low_for_1001() == []
-    stack.simulator.update_account(1001, available=Decimal("12.34"), pending=Decimal("0"), total=Decimal("12.34"))
+    # Above the USD threshold (10 000), below the account's own floor (50 000).
+    stack.simulator.update_account(1001, available=Decimal("12345.67"), pending=Decimal("0"), total=Decimal("12345.67"))
     alerts = eventually(low_for_1001)
     assert alerts and alerts[0]["state"] in ("pending", "firing")
-    assert alerts[0]["labels"]["severity"] == "warning"
-    assert alerts[0]["annotations"]["description"].startswith("Available USD on account 1001 (c0) is 12.34")
+    assert alerts[0]["labels"]["severity"] == "warning" and alerts[0]["labels"]["name"] == "Payroll USD"
+    assert alerts[0]["annotations"]["summary"] == "Ibanera Payroll USD (1001) on c0 is below its low-balance floor."
+    assert alerts[0]["annotations"]["description"].startswith("Available USD on Payroll USD (1001) (c0) is 12.35k")
 
 
 def test_a_card_below_its_threshold_raises_its_alert(live):
