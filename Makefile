@@ -11,7 +11,7 @@ PODMAN     ?= podman --runtime runc
 # pip in the build trusts the host's CA bundle too, for networks that intercept TLS.
 CA_BUNDLE  ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: demo test bench soak venv clean rules image image-test
+.PHONY: demo test bench bench-alerts soak venv clean rules image image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: venv
 
 bench: venv  # about 12 minutes; figures in README "Performance"
 	$(BIN)/python bench/perf.py --json bench/results/perf.json
+
+bench-alerts: venv  # about a minute; figures in README "Dashboards and alerts"
+	$(BIN)/python bench/alert_delivery.py --rounds 5 --json bench/results/alert_delivery.json
 
 soak: venv  # 10 minutes; figures in README "Reliability"
 	$(BIN)/python bench/soak.py --seconds 600 --fault-rate 0.2 --json bench/results/soak.json

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
-import time
 from decimal import Decimal
 
 import httpx
@@ -18,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, FakeClock, Running, build_stack, required_tool
+from daemons import Prometheus, eventually
 from exporter.config import AccountConfig
 from exporter.simulator import demo_accounts
 
@@ -184,35 +183,6 @@ def test_promtool_check_metrics_finds_no_problem(demo_exposition):
 # -- a real Prometheus scraping the exporter ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=5)
-
-    def query(self, expr: str) -> list[dict]:
-        body = self.http.get("/api/v1/query", params={"query": expr}).json()
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def alerts(self, name: str) -> list[dict]:
-        return [a for a in self.http.get("/api/v1/alerts").json()["data"]["alerts"] if a["labels"]["alertname"] == name]
-
-
-def eventually(check, timeout: float = 20.0):
-    """check() until it returns something truthy; what it returned last is in the failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.25)
-
-
 LIVE_ACCOUNTS = {1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000"))}
 
 
@@ -225,40 +195,21 @@ def live(tmp_path_factory):
         config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000"), "USDC": Decimal("5000")},
                 "low_available_card_balance": {"USD": Decimal("200"), "EUR": Decimal("100")}},
     )
-    stack.start_polling()
-    work = tmp_path_factory.mktemp("prometheus")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS), str(RULES)],
-        "scrape_configs": [{"job_name": "ibanera", "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}],
-    }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    log = open(work / "prometheus.log", "w")
-    process = subprocess.Popen(
-        [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    prometheus = Prometheus(f"http://127.0.0.1:{port}")
     try:
-        ready = eventually(lambda: _ready(prometheus), timeout=30)
-        assert ready, (work / "prometheus.log").read_text()
-        # Enough scrapes for rate() and increase() over the 10s window the queries use.
-        assert eventually(lambda: prometheus.query("count_over_time(ibanera_up[10s]) >= 6"), timeout=30)
-        yield stack, prometheus
+        stack.start_polling()
+        prometheus = Prometheus(binary, tmp_path_factory.mktemp("prometheus"), {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERTS), str(RULES)],
+            "scrape_configs": [{"job_name": "ibanera", "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}],
+        })
+        try:
+            # Enough scrapes for rate() and increase() over the 10s window the queries use.
+            assert eventually(lambda: prometheus.query("count_over_time(ibanera_up[10s]) >= 6"), timeout=30)
+            yield stack, prometheus
+        finally:
+            prometheus.stop()
     finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
         stack.close()
-
-
-def _ready(prometheus: Prometheus) -> bool:
-    try:
-        return prometheus.http.get("/-/ready").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_real_prometheus_scrapes_the_exporter(live):
