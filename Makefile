@@ -11,7 +11,7 @@ PODMAN     ?= podman --runtime runc
 # pip in the build trusts the host's CA bundle too, for networks that intercept TLS.
 CA_BUNDLE  ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: demo test bench bench-alerts soak venv clean rules image image-test
+.PHONY: demo test lint bench bench-alerts soak venv clean rules image image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ venv: $(BIN)/python
 demo: venv
 	$(BIN)/ibanera-exporter --demo
 
-test: venv
+lint: venv  # ruff (rules in pyproject.toml) and mypy --strict on exporter/
+	$(BIN)/ruff check exporter tests bench deploy
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/pytest
 
 bench: venv  # about 12 minutes; figures in README "Performance"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from delivery import PAYROLL, Delivery, set_available  # noqa: E402 - tests/ is on the path only now
+from delivery import PAYROLL, Delivery, set_available
 
 
 def _seconds_to(delivery: Delivery, amount: str, status: str) -> float:

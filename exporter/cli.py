@@ -9,15 +9,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Sequence
 
 from . import __version__
-from .api import IbaneraClient
+from .api.client import IbaneraClient
 from .config import AccountConfig, Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
-from .poller import Poller
+from .poller import ConnectionStatus, Poller
 from .simulator import Simulator
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
 from .webconfig import WebConfigError, WebConfigWatcher
@@ -141,10 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
            web_config: WebConfigWatcher | None) -> int:
     stop = threading.Event()
-    pollers = [Poller(IbaneraClient.for_connection(c, config, stop_event=stop), config.poll_interval, stop)
+    pollers = [Poller(IbaneraClient(c, config, stop_event=stop), config.poll_interval, stop)
                for c in config.connections]
 
-    def statuses():
+    def statuses() -> list[ConnectionStatus]:
         return [p.status() for p in pollers]
 
     exposition = Exposition(statuses, config, __version__)

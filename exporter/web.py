@@ -9,9 +9,9 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
@@ -123,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/-/healthy":
             self._send(200, "text/plain; charset=utf-8", b"Healthy.\n")
         elif path == "/-/ready":
-            waiting = [s.name for s in context.statuses() if s.snapshot is None]
+            waiting = [s.name for s in context.statuses() if s.accounts.snapshot is None]
             if waiting:
                 body = f"Not ready: no good poll yet for {', '.join(waiting)}.\n".encode()
                 self._send(503, "text/plain; charset=utf-8", body)
@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args) -> None:
         log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
 
 
@@ -167,25 +167,26 @@ def _landing_page(context: WebContext) -> str:
     now = time.time()
     rows = []
     for status in context.statuses():
-        if status.snapshot is None:
+        snapshot = status.accounts.snapshot
+        if snapshot is None:
             last_success, accounts = "never", "–"
         else:
-            age = now - status.snapshot.completed_at
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.snapshot.completed_at))
-            last_success, accounts = f"{stamp} ({age:.0f}s ago)", str(len(status.snapshot.accounts))
-        if not status.cards_enabled:
+            age = now - snapshot.completed_at
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot.completed_at))
+            last_success, accounts = f"{stamp} ({age:.0f}s ago)", str(len(snapshot.rows))
+        if status.cards is None:
             cards = "not polled"
         else:
-            count = f", {len(status.cards.cards)} cards" if status.cards is not None else ""
-            cards = ("up" if status.cards_up else "down") + count
-            if status.last_card_error:
-                cards += f" (last error: {status.last_card_error})"
+            count = f", {len(status.cards.snapshot.rows)} cards" if status.cards.snapshot is not None else ""
+            cards = ("up" if status.cards.up else "down") + count
+            if status.cards.last_error:
+                cards += f" (last error: {status.cards.last_error})"
         rows.append(
             "<tr>"
             + "".join(
                 f"<td>{html.escape(cell)}</td>"
-                for cell in (status.name, "up" if status.up else "down", last_success, accounts, cards,
-                             status.last_error or "")
+                for cell in (status.name, "up" if status.accounts.up else "down", last_success, accounts, cards,
+                             status.accounts.last_error or "")
             )
             + "</tr>"
         )

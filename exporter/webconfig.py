@@ -17,9 +17,9 @@ import os
 import ssl
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import bcrypt
 import yaml

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from conftest import ROOT, FakeClock, Stack, account, build_stack
 from daemons import Alertmanager, Prometheus, Webhook
+
 from exporter.config import AccountConfig
 
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager.yml"

@@ -6,12 +6,11 @@ import logging
 from decimal import Decimal
 
 import pytest
-
 from conftest import account
+from test_config import MINIMAL, error_of, load
+
 from exporter.config import AccountConfig, Config, ConnectionConfig, Secret
 from exporter.metrics import HealthCollector
-
-from test_config import MINIMAL, error_of, load
 
 WITH_ACCOUNTS = MINIMAL + """    accounts:
       1001: {name: Payroll USD, low_available_balance: 50000}

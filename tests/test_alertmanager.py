@@ -12,10 +12,10 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import required_tool
 from daemons import eventually
 from delivery import ALERTMANAGER_CONFIG, PAYROLL, Delivery, set_available
+
 from exporter.rules import alert_groups
 from exporter.simulator import Fault
 
@@ -98,7 +98,7 @@ def test_while_the_data_is_stale_the_low_balance_alert_is_held_back(delivery):
         return [a for a in delivery.alertmanager.alerts("IbaneraBalanceLow") if a["status"]["state"] == "suppressed"]
 
     held = eventually(held_back)
-    (stale_alert,) = [a for a in delivery.alertmanager.alerts("IbaneraDataStale")]
+    (stale_alert,) = delivery.alertmanager.alerts("IbaneraDataStale")
     assert held and held[0]["status"]["inhibitedBy"] == [stale_alert["fingerprint"]], held
     # Still what Prometheus says: the alert is held back by Alertmanager, not resolved by the rules.
     assert [a["state"] for a in delivery.prometheus.alerts("IbaneraBalanceLow")] == ["firing"]

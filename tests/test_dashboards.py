@@ -14,9 +14,9 @@ from decimal import Decimal
 import httpx
 import pytest
 import yaml
-
 from conftest import ROOT, FakeClock, Running, build_stack, required_tool
 from daemons import Prometheus, eventually
+
 from exporter.config import AccountConfig
 from exporter.simulator import demo_accounts
 
@@ -169,7 +169,7 @@ def test_every_label_in_annotations_and_legends_exists(demo_exposition):
     for panel in panels():
         for target in panel.get("targets", []):
             available = scrape_labels.union(*(names.get(m, set()) for m in metric_names(target["expr"])))
-            for name in metric_names(target["expr"]) & {r["record"] for r in recording_rules()}:
+            for _name in metric_names(target["expr"]) & {r["record"] for r in recording_rules()}:
                 available |= {"connection", "asset"}  # what the recording rules keep
             for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
                 assert label in available, (panel["title"], label)
@@ -222,7 +222,7 @@ def test_real_prometheus_scrapes_the_exporter(live):
 def test_every_dashboard_query_returns_data(live):
     _, prometheus = live
     for title, expr in dashboard_queries("10s"):
-        assert eventually(lambda: prometheus.query(expr), timeout=10), f"no data for panel {title!r}: {expr}"
+        assert eventually(lambda expr=expr: prometheus.query(expr), timeout=10), f"no data for panel {title!r}: {expr}"
 
 
 def test_the_account_variable_shows_names_beside_ids(live):

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import yaml
-
 from conftest import ROOT, required_tool
 
 IMAGE = "localhost/ibanera-exporter:dev"  # the Makefile's IMAGE

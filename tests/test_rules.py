@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import ROOT
-from exporter import rules
 from test_dashboards import tool
+
+from exporter import rules
 
 SELECTOR = 'job="treasury-bank", env="prod"'
 
