@@ -19,8 +19,8 @@ from conftest import ROOT, required_tool
 
 IMAGE = "localhost/ibanera-exporter:dev"  # the Makefile's IMAGE
 DEPLOYMENT = ROOT / "deploy" / "kubernetes" / "deployment.yaml"
-# Resource limits below this machine kind's: runc may only lower them here, and podman's
-# defaults are higher (the run fails with "error setting rlimits").
+# This machine kind refuses podman's default rlimits for a container ("error setting rlimits
+# for ready process: operation not permitted"); these lower ones are accepted.
 HOST_LIMITS = ["--ulimit=nofile=4096:4096", "--ulimit=nproc=4096:4096"]
 
 
