@@ -194,8 +194,10 @@ class HealthCollector(Collector):
         for asset, amount in sorted(self._thresholds.items()):
             threshold.add_metric([asset], float(amount))
         yield threshold
-        yield from account_families(self.config.connections)
-        self._unknown_ids.warn(self.config.connections, statuses)
+        connections = self.config.connections  # once: a reload may swap the Config meanwhile
+        if any(c.accounts for c in connections):  # like the card families: only when configured
+            yield from account_families(connections)
+            self._unknown_ids.warn(connections, statuses)
         if self._card_thresholds:
             card_threshold = GaugeMetricFamily(
                 "ibanera_card_low_threshold",
