@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import signal
 import sys
@@ -11,9 +12,11 @@ import threading
 import time
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 
 from . import __version__
 from .api.client import IbaneraClient
+from .api.memory import LoginMemory
 from .config import AccountConfig, Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
@@ -48,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="only log messages with the given severity or above (default: %(default)s)")
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
                         help="output format of log messages (default: %(default)s)")
+    parser.add_argument("--storage.path", dest="storage_path", metavar="DIR",
+                        help="folder for the login state that must survive a restart (the last one-time code step "
+                        "used, a login pause); without it the first login after a start waits up to 30s")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and its secrets, print what would be polled, and exit")
     parser.add_argument("--demo", action="store_true",
@@ -135,13 +141,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if simulator:
             simulator.stop()
         return 0
-    return _serve(config, address, args.telemetry_path, simulator, web_config)
+    storage = Path(args.storage_path) if args.storage_path else None
+    if storage is not None and not (storage.is_dir() and os.access(storage, os.W_OK | os.X_OK)):
+        return _fail(f"--storage.path: {storage} is not a writable folder", 2)
+    return _serve(config, address, args.telemetry_path, simulator, web_config, storage)
 
 
 def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
-           web_config: WebConfigWatcher | None) -> int:
+           web_config: WebConfigWatcher | None, storage: Path | None) -> int:
     stop = threading.Event()
-    pollers = [Poller(IbaneraClient(c, config, stop_event=stop), config.poll_interval, stop)
+
+    def memory(connection: ConnectionConfig) -> LoginMemory:
+        # The built-in simulator is new with this process: none of its codes was ever used.
+        if simulator is not None:
+            return LoginMemory.first_contact()
+        return LoginMemory.open(storage, connection.name, time.time(), config.login_backoff)
+
+    pollers = [Poller(IbaneraClient(c, config, memory=memory(c), stop_event=stop), config.poll_interval, stop)
                for c in config.connections]
 
     def statuses() -> list[ConnectionStatus]:

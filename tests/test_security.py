@@ -15,10 +15,11 @@ import httpx
 import pytest
 import trustme
 import yaml
-from conftest import SCRIPT, FakeClock, Running, account, build_stack, connection_for
+from conftest import SCRIPT, FakeClock, Running, account, build_stack, connection_for, rested_storage
 
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import TransientError
+from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.metrics import Exposition
 from exporter.simulator import Fault, Simulator
@@ -253,7 +254,8 @@ def https_simulator(ca, tmp_path):
 
 def _client(simulator, **overrides) -> IbaneraClient:
     connection = connection_for(simulator, **overrides)
-    return IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01)))
+    config = Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01))
+    return IbaneraClient(connection, config, memory=LoginMemory.first_contact())
 
 
 def test_upstream_tls_is_verified_by_default(https_simulator):
@@ -324,7 +326,8 @@ def test_no_secret_ever_appears_in_output_metrics_or_pages(tmp_path, log_format)
         for fault in (Fault("status0", "balances", message_code="Leak_Check"), Fault("http", "balances", status=503),
                       Fault("html", "balances"), Fault("http", "balances", status=401)):
             simulator.inject(fault, times=2)
-        exporter = Running("--config.file", str(config), "--log.level", "debug", "--log.format", log_format)
+        exporter = Running("--config.file", str(config), "--log.level", "debug", "--log.format", log_format,
+                           "--storage.path", rested_storage(tmp_path / "state", "good", "refused"))
         try:
             deadline = time.monotonic() + 40
             # Tokens expire every 2 s; a new login waits for a fresh 30 s code step: two logins.
