@@ -49,7 +49,7 @@ image:  # --format docker: the OCI format has no HEALTHCHECK
 	  $(if $(wildcard $(CA_BUNDLE)),--volume $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro) \
 	  --tag $(IMAGE) .
 
-image-test: venv  # builds the image (make image) and runs it as the Kubernetes Deployment does
+image-test: venv  # builds the image (make image, tagged per checkout) and runs it as the Kubernetes Deployment does
 	$(BIN)/pytest -q tests/test_image.py
 
 clean:

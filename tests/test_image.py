@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ import pytest
 import yaml
 from conftest import ROOT, required_tool
 
-IMAGE = "localhost/ibanera-exporter:dev"  # the Makefile's IMAGE
+# A tag per checkout: clones side by side on one machine share podman's store, and must not
+# run each other's image.
+IMAGE = f"localhost/ibanera-exporter:test-{re.sub(r'[^a-z0-9_.-]', '-', ROOT.name.lower())}"
 DEPLOYMENT = ROOT / "deploy" / "kubernetes" / "deployment.yaml"
 # This machine kind refuses podman's default rlimits for a container ("error setting rlimits
 # for ready process: operation not permitted"); these lower ones are accepted.
