@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import resource
 import threading
 import time
@@ -15,8 +16,8 @@ import zlib
 from decimal import Decimal
 
 import pytest
-from conftest import FAST_RETRY, FakeClock
-from scripted import Received, ScriptedServer, drip, good_login, one_account, reply
+from conftest import FAST_RETRY, FakeClock, account, connection_for
+from scripted import Received, ScriptedServer, drip, envelope, good_login, one_account, reply
 
 from exporter.api.client import IbaneraClient
 from exporter.api.codes import OneTimeCodes
@@ -25,6 +26,7 @@ from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.metrics import Exposition
 from exporter.model import AccountBalance
 from exporter.poller import ConnectionStatus, PartStatus, Poller, Snapshot
+from exporter.simulator import Simulator
 from exporter.totp import STEP_SECONDS, decode_secret, totp_at
 
 BALANCES = "/api/v1/customer/accounts/balances"
@@ -283,3 +285,171 @@ def test_a_401_dated_2100_does_not_move_the_codes_of_the_next_login(serve):
     assert login_codes[1] in near_now and login_codes[1] != totp_at(key, year_2100)
     offset = poller.status().clock_offset  # real-time Date headers against a fake clock that waited: seconds
     assert offset is None or abs(offset) < 60
+
+
+# -- 6. an unexpected reply costs one poll, not the process's resources ----------------------------
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+STAGES = {
+    "headers": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Le"),
+    "body": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"status\": \"1\""),
+    "json": lambda sock: reply(sock, 200, b"{not json"),
+    "row": lambda sock: reply(sock, 200, envelope([{"id": 1, "asset": "USD"}])),
+    "date": lambda sock: reply(sock, 200, one_account(), {"Date": "Tue, 24 Nov 99999999999999999999 10:00:00 GMT"}),
+    "encoding": lambda sock: reply(sock, 200, b"x" * 100, {"Content-Encoding": "br"}),  # refused before the body
+}
+
+
+def test_a_hundred_failing_polls_at_every_stage_leave_fds_and_threads_flat(serve):
+    stage = {"now": "good"}
+
+    def balances(request, sock):
+        if stage["now"] == "good":
+            reply(sock, 200, one_account())
+        else:
+            STAGES[stage["now"]](sock)
+            if stage["now"] in ("headers", "body"):
+                sock.shutdown(2)  # the peer leaves mid-reply
+
+    server = serve(script(balances))
+    # A leaked response keeps its pooled connection: the pool runs dry and polls time out.
+    poller = scripted_poller(server, retry=RetryPolicy(1, 0.01, 0.01), request_timeout=0.5)
+    poller.poll_once()
+    assert poller.status().accounts.up
+    fds, threads = _open_fds(), threading.active_count()
+    for name in STAGES:
+        stage["now"] = name
+        for _ in range(100):
+            poller.poll_once()
+        stage["now"] = "good"
+        poller.poll_once()
+        assert poller.status().accounts.up, f"the first good reply after 100 {name} failures was not polled"
+    _wait_for(lambda: threading.active_count() <= threads)  # the scripted peer's threads end with their sockets
+    assert _open_fds() <= fds and threading.active_count() <= threads
+    status = poller.status()
+    assert status.polls == 1 + len(STAGES) * 101
+    sent = sum(1 for r in server.received if r.path.startswith(BALANCES))
+    assert sum(v for (endpoint, _), v in status.client.requests.items() if endpoint == "accounts_balances") == sent
+
+
+# -- 7. only a credential refusal counts as a refused login ----------------------------------------
+
+NOT_REFUSALS = {
+    "redirect": lambda sock: reply(sock, 302, b"", {"Location": "https://maintenance.example/"}),
+    "403 page": lambda sock: reply(sock, 403, b"<html>Forbidden</html>", {"Content-Type": "text/html"}),
+    "503 page": lambda sock: reply(sock, 503, b"<html>Down for maintenance</html>"),
+    "401": lambda sock: reply(sock, 401, b""),
+    "Required": lambda sock: reply(sock, 400, b'{"id": 0, "details": null, "status": "0", '
+                                              b'"errors": [{"fieldName": "otp", "messageCode": "Required"}]}'),
+}
+
+
+@pytest.mark.parametrize("answer", list(NOT_REFUSALS))
+def test_a_login_answered_without_a_credential_refusal_is_a_failed_request(serve, answer):
+    server = serve(script(lambda request, sock: reply(sock, 200, one_account()), login=NOT_REFUSALS[answer]))
+    poller = scripted_poller(server)
+    for _ in range(4):  # more than max_login_refusals
+        poller.poll_once()
+    status = poller.status()
+    assert not status.accounts.up and status.accounts.failures["login_refused"] == 0
+    assert status.accounts.failures["login_backoff"] == 0 and status.accounts.failures["logins_stopped"] == 0
+    assert sum(status.client.login_failures.values()) == 0 and status.logins_paused_until is None
+    logins = [r for r in server.received if "auth/login" in r.path]
+    attempts = FAST_RETRY.max_attempts if answer == "503 page" else 1
+    assert len(logins) == 4 * attempts  # every poll tried again, with the normal policy
+
+
+@pytest.mark.parametrize("code", ["Username_Or_Password_Incorrect", "Account_Locked", "Account_Not_Verified",
+                                  "Account_Suppressed"])
+def test_a_credential_refusal_pauses_logins(serve, code):
+    refusal = json.dumps({"id": 0, "details": None, "status": "0",
+                          "errors": [{"fieldName": "", "messageCode": code, "errorType": "Auth"}]}).encode()
+    server = serve(script(lambda request, sock: reply(sock, 200, one_account()),
+                          login=lambda sock: reply(sock, 400, refusal)))
+    poller = scripted_poller(server)
+    poller.poll_once()
+    poller.poll_once()
+    status = poller.status()
+    assert status.accounts.failures["login_refused"] == 1 and status.accounts.failures["login_backoff"] == 1
+    assert status.client.login_failures[code] == 1 and status.logins_paused_until is not None
+    assert len([r for r in server.received if "auth/login" in r.path]) == 1
+
+
+# -- 8. a restart never risks the lock ---------------------------------------------------------------
+
+def _restartable(simulator, clock, storage, **overrides):
+    """A new process's client: built from the same storage folder, on the same clock."""
+    connection = connection_for(simulator, **overrides)
+    config = Config((connection,), retry=FAST_RETRY)
+    memory = LoginMemory.open(storage, connection.name, clock(), config.login_backoff)
+    return IbaneraClient(connection, config, memory=memory, clock=clock, sleep=clock.sleep)
+
+
+def test_after_kill_9_the_next_process_never_reuses_the_last_step(tmp_path, clock):
+    with Simulator([account(1)], clock=clock, reject_reused_otp=True) as simulator:
+        first = _restartable(simulator, clock, tmp_path)
+        first.fetch_balances()  # logs in and uses a step; then the process is killed, mid-step
+        step = int(clock() // STEP_SECONDS)
+        clock.advance(0.5)  # restarted at once, within the same 30 s step
+        second = _restartable(simulator, clock, tmp_path)
+        second.fetch_balances()
+        assert simulator.logins_failed == 0 and simulator.logins_succeeded == 2
+        assert int(clock() // STEP_SECONDS) > step  # it waited for a fresh step
+        state = json.loads((tmp_path / "test.state.json").read_text())
+        assert set(state) == {"last_code_step", "logins_paused_until", "refusals_in_a_row"}  # never a secret
+        for client in (first, second):
+            client.close()
+
+
+def test_without_remembered_state_the_first_login_still_waits_for_a_fresh_step(clock):
+    with Simulator([account(1)], clock=clock, reject_reused_otp=True) as simulator:
+        first = _restartable(simulator, clock, None)
+        first.fetch_balances()
+        second = _restartable(simulator, clock, None)  # no --storage.path: it cannot know, so it waits
+        second.fetch_balances()
+        assert simulator.logins_failed == 0
+        # What the memory prevents: a process that assumed first contact would reuse the step.
+        clock.advance(STEP_SECONDS)
+        third = IbaneraClient(first.connection, Config((first.connection,), retry=FAST_RETRY),
+                              memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
+        fourth = IbaneraClient(first.connection, Config((first.connection,), retry=FAST_RETRY),
+                               memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
+        third.fetch_balances()
+        with pytest.raises(Exception, match="login refused"):
+            fourth.fetch_balances()
+        for client in (first, second, third, fourth):
+            client.close()
+
+
+def test_a_login_pause_and_logins_stopped_survive_a_restart(tmp_path, clock):
+    with Simulator([account(1)], clock=clock) as simulator:
+        for _ in range(3):  # three refusals in a row, each after the pause of the one before
+            client = _restartable(simulator, clock, tmp_path, password=Secret("wrong"))
+            with pytest.raises(Exception, match="login refused"):
+                client.fetch_balances()
+            client.close()
+            again = _restartable(simulator, clock, tmp_path, password=Secret("wrong"))
+            with pytest.raises(Exception, match=r"logins paused|logins stopped"):
+                again.fetch_balances()  # restarted inside the pause: no login sent
+            again.close()
+            clock.advance(901)
+        assert simulator.logins_failed == 3
+        restarted = _restartable(simulator, clock, tmp_path)  # even with the right password now
+        with pytest.raises(Exception, match=r"logins stopped .* delete .*test\.state\.json"):
+            restarted.fetch_balances()
+        restarted.close()
+        assert simulator.logins_failed == 3 and simulator.logins_succeeded == 0
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b'{"last_code_step": "1"}', b"x" * 10000])
+def test_an_untrustworthy_state_file_pauses_logins(tmp_path, clock, content):
+    (tmp_path / "test.state.json").write_bytes(content)
+    with Simulator([account(1)], clock=clock) as simulator:
+        client = _restartable(simulator, clock, tmp_path)
+        with pytest.raises(Exception, match="logins paused"):
+            client.fetch_balances()
+        client.close()
+        assert simulator.logins_failed == 0 and simulator.logins_succeeded == 0
