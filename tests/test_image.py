@@ -141,6 +141,20 @@ def test_nothing_in_the_container_can_write_to_its_file_system(container, path):
     assert result.stdout.strip() == str(errno.EROFS), result.stdout + result.stderr
 
 
+def test_the_storage_volume_is_the_one_place_it_can_write(image, container):
+    declared = json.loads(podman("image", "inspect", "--format", "{{json .Config.Volumes}}", image).stdout)
+    assert list(declared) == ["/var/lib/ibanera-exporter"]
+    pod = yaml.safe_load(DEPLOYMENT.read_text())["spec"]["template"]["spec"]
+    (container_spec,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container_spec["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/var/lib/ibanera-exporter"]]  # survives container restarts
+    assert "--storage.path=/var/lib/ibanera-exporter" in container_spec["args"]
+    probe = "open('/var/lib/ibanera-exporter/probe', 'w').write('x'); print('wrote')"
+    result = container.exec("python", "-c", probe)
+    assert result.stdout.strip() == "wrote", result.stdout + result.stderr
+
+
 def test_the_shipped_config_checks_with_secrets_mounted(image, tmp_path):
     secrets = tmp_path / "secrets"
     secrets.mkdir()
