@@ -117,32 +117,15 @@ def measure_drip() -> dict[str, float]:
 
 
 def measure_fds() -> dict[str, float]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from scripted import ScriptedServer, good_login, one_account, reply
-    from test_hostile_api import STAGES
+    from scripted import STAGES, ScriptedServer, fail_at_every_stage, staged
     stage = {"now": "good"}
-
-    def serve(request, sock):
-        if "auth/login" in request.path:
-            good_login(sock)
-        elif stage["now"] == "good":
-            reply(sock, 200, one_account())
-        else:
-            STAGES[stage["now"]](sock)
-            if stage["now"] in ("headers", "body"):
-                sock.shutdown(2)
-
-    server = ScriptedServer(serve)
+    server = ScriptedServer(staged(stage))
     poller = _poller(server.url, request_timeout=0.5, attempts=1)
     poller.poll_once()
     time.sleep(0.2)
     fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
-    for name in STAGES:
-        stage["now"] = name
-        for _ in range(100):
-            poller.poll_once()
-        stage["now"] = "good"
-        poller.poll_once()
+    for _ in fail_at_every_stage(poller, stage):
+        pass
     time.sleep(0.5)
     result = {"stages": len(STAGES), "failing_polls": 100 * len(STAGES), "fds_before": fds,
               "fds_after": len(os.listdir("/proc/self/fd")), "threads_before": threads,

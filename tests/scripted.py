@@ -10,9 +10,11 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
+
+from exporter.poller import Poller
 
 
 @dataclass
@@ -122,3 +124,39 @@ def drip(sock: socket.socket, data: bytes, every: float, record: list[int]) -> N
         pass
     finally:
         record.append(sent)
+
+
+# Ways for a balances reply to fail, one stage of reading it after another.
+STAGES: dict[str, Callable[[socket.socket], None]] = {
+    "headers": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Le"),
+    "body": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"status\": \"1\""),
+    "json": lambda sock: reply(sock, 200, b"{not json"),
+    "row": lambda sock: reply(sock, 200, envelope([{"id": 1, "asset": "USD"}])),
+    "date": lambda sock: reply(sock, 200, one_account(), {"Date": "Tue, 24 Nov 99999999999999999999 10:00:00 GMT"}),
+    "encoding": lambda sock: reply(sock, 200, b"x" * 100, {"Content-Encoding": "br"}),  # refused before the body
+}
+
+
+def staged(stage: dict[str, str]) -> Script:
+    """Logins succeed; balances fail at STAGES[stage["now"]], or succeed while it is "good"."""
+    def serve(request: Received, sock: socket.socket) -> None:
+        if "auth/login" in request.path:
+            good_login(sock)
+        elif request.path == "/" or stage["now"] == "good":
+            reply(sock, 200 if stage["now"] == "good" else 404, one_account())
+        else:
+            STAGES[stage["now"]](sock)
+            if stage["now"] in ("headers", "body"):
+                sock.shutdown(socket.SHUT_RDWR)  # the peer leaves mid-reply
+    return serve
+
+
+def fail_at_every_stage(poller: Poller, stage: dict[str, str], polls: int = 100) -> Iterator[str]:
+    """`polls` failing polls at each stage, then one good one; yields each stage's name after it."""
+    for name in STAGES:
+        stage["now"] = name
+        for _ in range(polls):
+            poller.poll_once()
+        stage["now"] = "good"
+        poller.poll_once()
+        yield name

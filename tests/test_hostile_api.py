@@ -17,7 +17,17 @@ from decimal import Decimal
 
 import pytest
 from conftest import FAST_RETRY, FakeClock, account, connection_for
-from scripted import Received, ScriptedServer, drip, envelope, good_login, one_account, reply
+from scripted import (
+    STAGES,
+    Received,
+    ScriptedServer,
+    drip,
+    fail_at_every_stage,
+    good_login,
+    one_account,
+    reply,
+    staged,
+)
 
 from exporter.api.client import IbaneraClient
 from exporter.api.codes import OneTimeCodes
@@ -293,39 +303,15 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-STAGES = {
-    "headers": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Le"),
-    "body": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"status\": \"1\""),
-    "json": lambda sock: reply(sock, 200, b"{not json"),
-    "row": lambda sock: reply(sock, 200, envelope([{"id": 1, "asset": "USD"}])),
-    "date": lambda sock: reply(sock, 200, one_account(), {"Date": "Tue, 24 Nov 99999999999999999999 10:00:00 GMT"}),
-    "encoding": lambda sock: reply(sock, 200, b"x" * 100, {"Content-Encoding": "br"}),  # refused before the body
-}
-
-
 def test_a_hundred_failing_polls_at_every_stage_leave_fds_and_threads_flat(serve):
     stage = {"now": "good"}
-
-    def balances(request, sock):
-        if stage["now"] == "good":
-            reply(sock, 200, one_account())
-        else:
-            STAGES[stage["now"]](sock)
-            if stage["now"] in ("headers", "body"):
-                sock.shutdown(2)  # the peer leaves mid-reply
-
-    server = serve(script(balances))
+    server = serve(staged(stage))
     # A leaked response keeps its pooled connection: the pool runs dry and polls time out.
     poller = scripted_poller(server, retry=RetryPolicy(1, 0.01, 0.01), request_timeout=0.5)
     poller.poll_once()
     assert poller.status().accounts.up
     fds, threads = _open_fds(), threading.active_count()
-    for name in STAGES:
-        stage["now"] = name
-        for _ in range(100):
-            poller.poll_once()
-        stage["now"] = "good"
-        poller.poll_once()
+    for name in fail_at_every_stage(poller, stage):
         assert poller.status().accounts.up, f"the first good reply after 100 {name} failures was not polled"
     _wait_for(lambda: threading.active_count() <= threads)  # the scripted peer's threads end with their sockets
     assert _open_fds() <= fds and threading.active_count() <= threads
