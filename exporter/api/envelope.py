@@ -22,7 +22,7 @@ from .errors import ApiRejected, MalformedResponse, RateLimited, ServerError, Un
 JsonObject = dict[str, object]
 Row = TypeVar("Row")
 
-_MESSAGE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MESSAGE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # matched whole: `$` lets a final line break pass
 
 
 class _DuplicateKey(ValueError):
@@ -69,7 +69,7 @@ def _errors(payload: object) -> tuple[tuple[str, str], ...]:
         return ()
 
     def token(value: object) -> str:
-        return value if isinstance(value, str) and _MESSAGE_CODE.match(value) else "unrecognised"
+        return value if isinstance(value, str) and _MESSAGE_CODE.fullmatch(value) else "unrecognised"
 
     return tuple(
         (token(e.get("fieldName")) if e.get("fieldName") else "", token(e.get("messageCode")))

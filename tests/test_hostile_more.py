@@ -1,0 +1,41 @@
+"""More of what the API side of the wire can send, each case found failing by a hostile review.
+
+Raw-socket peers (tests/scripted.py) on loopback, as in tests/test_hostile_api.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from scripted import good_login, one_account, reply
+from test_hostile_api import BALANCES, script, scripted_poller
+
+PASSWORD = "Hunter2Secret"
+
+
+# -- a token with a trailing newline is still a malformed token -------------------------------------
+
+@pytest.mark.parametrize("token", ["good-token\n", "good-token\r"])
+def test_a_token_ending_in_a_line_break_is_malformed_and_never_sent(serve, token):
+    server = serve(script(lambda request, sock: reply(sock, 200, one_account()),
+                          login=lambda sock: good_login(sock, token=token)))
+    poller = scripted_poller(server)
+    poller.poll_once()
+    poller.poll_once()
+    status = poller.status()
+    assert status.accounts.failures["malformed"] == 2, status.accounts.last_error
+    assert status.token_expires_at is None
+    assert not any(r.path.startswith(BALANCES) for r in server.received)  # the token was never sent
+
+
+def test_a_message_code_ending_in_a_line_break_is_not_echoed(serve):
+    body = b'{"id": 0, "details": null, "status": "0", "errors": [{"fieldName": "", "messageCode": "Forged\\n"}]}'
+    server = serve(script(lambda request, sock: reply(sock, 400, body)))
+    poller = scripted_poller(server)
+    poller.poll_once()
+    error = poller.status().accounts.last_error or ""
+    assert "unrecognised" in error and "Forged" not in error
+
+
+def _exporter_logs(caplog) -> str:
+    """Every log record of the exporter, its extra fields included (those are what the JSON log prints)."""
+    return "\n".join(str(vars(r)) + r.getMessage() for r in caplog.records if r.name.startswith("exporter"))
