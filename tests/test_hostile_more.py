@@ -39,3 +39,21 @@ def test_a_message_code_ending_in_a_line_break_is_not_echoed(serve):
 def _exporter_logs(caplog) -> str:
     """Every log record of the exporter, its extra fields included (those are what the JSON log prints)."""
     return "\n".join(str(vars(r)) + r.getMessage() for r in caplog.records if r.name.startswith("exporter"))
+
+
+# -- cookies: a reply cannot grow the client or the next request ------------------------------------
+
+def test_cookies_set_by_replies_are_neither_kept_nor_sent_back(serve):
+    def balances(request, sock):
+        n = len(server.received)
+        cookies = "\r\n".join(f"Set-Cookie: c{n}_{i}={'x' * 1000}; Path=/" for i in range(50))
+        body = one_account()
+        sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{cookies}\r\n\r\n".encode() + body)
+
+    server = serve(script(balances))
+    poller = scripted_poller(server)
+    for _ in range(5):
+        poller.poll_once()
+    assert poller.status().accounts.up
+    sent = [r for r in server.received if r.path.startswith(BALANCES)]
+    assert len(sent) == 5 and not any("cookie" in r.headers for r in sent)

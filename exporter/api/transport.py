@@ -9,6 +9,7 @@ before it is sent.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 import ssl
 import threading
@@ -78,6 +79,9 @@ class Transport:
             # Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them by default.
             transport=deadline_transport(_tls_verification(connection)),
             follow_redirects=False,
+            # The API authenticates by token: cookies a reply sets are neither kept nor sent
+            # back, or each reply could add ~100 kB to the client and to every later request.
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
             headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json",
                      "Accept-Encoding": ACCEPT_ENCODING},
         )
