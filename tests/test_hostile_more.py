@@ -5,7 +5,10 @@ Raw-socket peers (tests/scripted.py) on loopback, as in tests/test_hostile_api.p
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 import pytest
+from conftest import FAST_RETRY
 from scripted import good_login, one_account, reply
 from test_hostile_api import BALANCES, script, scripted_poller
 
@@ -57,3 +60,21 @@ def test_cookies_set_by_replies_are_neither_kept_nor_sent_back(serve):
     assert poller.status().accounts.up
     sent = [r for r in server.received if r.path.startswith(BALANCES)]
     assert len(sent) == 5 and not any("cookie" in r.headers for r in sent)
+
+
+# -- Retry-After in any script ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u2460", "1" * 30, "-5", "Tue, 24 Nov 99999 10:00:00 GMT"])
+def test_an_odd_retry_after_is_still_a_retried_5xx(serve, value):
+    def balances(request, sock):
+        body = b"down"
+        head = (f"HTTP/1.1 503 X\r\nContent-Length: {len(body)}\r\nRetry-After: {value}\r\n"
+                f"Date: {formatdate(usegmt=True)}\r\n\r\n")
+        sock.sendall(head.encode("utf-8") + body)
+
+    server = serve(script(balances))
+    poller = scripted_poller(server)
+    poller.poll_once()
+    status = poller.status()
+    assert status.accounts.failures["http_5xx"] == 1, status.accounts.last_error
+    assert status.client.requests[("accounts_balances", "503")] == FAST_RETRY.max_attempts

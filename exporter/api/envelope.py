@@ -54,8 +54,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value) if len(value) <= 9 else None
+    if value.isdigit():  # ASCII digits only: "²" is a digit to isdigit() and not to float()
+        return float(value) if value.isascii() and len(value) <= 9 else None
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError, OverflowError, IndexError):
