@@ -5,12 +5,18 @@ Raw-socket peers (tests/scripted.py) on loopback, as in tests/test_hostile_api.p
 
 from __future__ import annotations
 
+import json
 from email.utils import formatdate
 
 import pytest
-from conftest import FAST_RETRY
+from conftest import FAST_RETRY, account
 from scripted import good_login, one_account, reply
 from test_hostile_api import BALANCES, script, scripted_poller
+
+from exporter.api.client import IbaneraClient
+from exporter.api.memory import LoginMemory
+from exporter.config import Config, Secret
+from exporter.simulator import Simulator
 
 PASSWORD = "Hunter2Secret"
 
@@ -78,3 +84,42 @@ def test_an_odd_retry_after_is_still_a_retried_5xx(serve, value):
     status = poller.status()
     assert status.accounts.failures["http_5xx"] == 1, status.accounts.last_error
     assert status.client.requests[("accounts_balances", "503")] == FAST_RETRY.max_attempts
+
+
+# -- a pause is never longer than login_backoff from now ------------------------------------------------
+
+def test_a_pause_from_a_clock_that_ran_ahead_is_capped_at_login_backoff(tmp_path, clock):
+    # Written while the host's clock was a year ahead, then NTP put it right.
+    state = {"last_code_step": None, "logins_paused_until": clock() + 365 * 86400, "refusals_in_a_row": 1}
+    (tmp_path / "test.state.json").write_text(json.dumps(state))
+    with Simulator([account(1)], clock=clock) as simulator:
+        client = _client(simulator, clock, tmp_path)
+        with pytest.raises(Exception, match="logins paused"):
+            client.fetch_balances()
+        clock.advance(Config(()).login_backoff + 1)
+        client.fetch_balances()  # at most one login_backoff later
+        assert simulator.logins_succeeded == 1
+        client.close()
+
+
+def test_a_pause_outlives_a_clock_jump_back_by_at_most_login_backoff(tmp_path, clock):
+    with Simulator([account(1)], clock=clock) as simulator:
+        client = _client(simulator, clock, tmp_path, password=Secret("wrong"))
+        with pytest.raises(Exception, match="login refused"):
+            client.fetch_balances()
+        clock.now -= 86400  # the clock jumps a day back
+        with pytest.raises(Exception, match="logins paused"):
+            client.fetch_balances()
+        clock.advance(Config(()).login_backoff + 1)
+        with pytest.raises(Exception, match="login refused"):  # logging in again, not paused for a day
+            client.fetch_balances()
+        assert simulator.logins_failed == 2
+        client.close()
+
+
+def _client(simulator, clock, storage, **overrides) -> IbaneraClient:
+    from conftest import connection_for
+    connection = connection_for(simulator, **overrides)
+    config = Config((connection,), retry=FAST_RETRY)
+    memory = LoginMemory.open(storage, connection.name, clock(), config.login_backoff)
+    return IbaneraClient(connection, config, memory=memory, clock=clock, sleep=clock.sleep)

@@ -134,6 +134,11 @@ class Session:
                 f"logins stopped after {self._refusals_in_a_row} refused logins in a row, so that the account is "
                 f"not locked: fix the credentials{where}, then restart the exporter"
             )
+        if self._logins_paused_until is not None and self._logins_paused_until > now + self._login_backoff:
+            # Set by a clock that ran ahead (or read from a file it wrote) and has since gone
+            # back: a pause never lasts longer than login_backoff from now.
+            self._logins_paused_until = now + self._login_backoff
+            self._memory.remember_logins(self._logins_paused_until, self._refusals_in_a_row)
         if self._logins_paused_until is not None and now < self._logins_paused_until:
             raise LoginPaused(f"logins paused after a refused login, next attempt at {_iso(self._logins_paused_until)}")
         if not self._clock_probed:
