@@ -6,6 +6,9 @@ Raw-socket peers (tests/scripted.py) on loopback, as in tests/test_hostile_api.p
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from email.utils import formatdate
 
 import pytest
@@ -123,3 +126,19 @@ def _client(simulator, clock, storage, **overrides) -> IbaneraClient:
     config = Config((connection,), retry=FAST_RETRY)
     memory = LoginMemory.open(storage, connection.name, clock(), config.login_backoff)
     return IbaneraClient(connection, config, memory=memory, clock=clock, sleep=clock.sleep)
+
+
+# -- a state file that is not a regular file -----------------------------------------------------------
+
+def test_a_fifo_in_place_of_the_state_file_does_not_hang_the_start(tmp_path):
+    os.mkfifo(tmp_path / "test.state.json")
+    opened: list[LoginMemory] = []
+    thread = threading.Thread(target=lambda: opened.append(LoginMemory.open(tmp_path, "test", time.time(), 900)),
+                              daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # release the blocked open() so that the thread can end
+        os.close(os.open(tmp_path / "test.state.json", os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail("opening a FIFO as the state file blocked the start")
+    assert opened[0].state.logins_paused_until is not None  # untrustworthy: paused, as documented
