@@ -12,14 +12,16 @@ import time
 from email.utils import formatdate
 
 import pytest
-from conftest import FAST_RETRY, account
-from scripted import good_login, one_account, reply
+from conftest import FAST_RETRY, FakeClock, account
+from scripted import Received, ScriptedServer, good_login, one_account, reply
 from test_hostile_api import BALANCES, script, scripted_poller
 
 from exporter.api.client import IbaneraClient
 from exporter.api.memory import LoginMemory
-from exporter.config import Config, Secret
+from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
+from exporter.poller import Poller
 from exporter.simulator import Simulator
+from exporter.totp import decode_secret, totp_at
 
 PASSWORD = "Hunter2Secret"
 
@@ -142,3 +144,53 @@ def test_a_fifo_in_place_of_the_state_file_does_not_hang_the_start(tmp_path):
         thread.join(5)
         pytest.fail("opening a FIFO as the state file blocked the start")
     assert opened[0].state.logins_paused_until is not None  # untrustworthy: paused, as documented
+
+
+# -- the clock offset: only from replies that are the server's own, fresh answer ----------------------
+
+def _clocked(server: ScriptedServer, clock: FakeClock) -> Poller:
+    connection = ConnectionConfig(name="hostile", base_url=server.url, username=Secret("u"), password=Secret("p"),
+                                  totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    config = Config((connection,), request_timeout=5.0, retry=RetryPolicy(1, 0.01, 0.01))
+    client = IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
+    return Poller(client, 60, threading.Event())
+
+
+def test_a_cached_front_page_does_not_set_the_clock_of_the_first_login(serve):
+    clock = FakeClock()
+    login_codes: list[str] = []
+
+    def serve_script(request: Received, sock) -> None:
+        if request.path == "/":  # a CDN's copy, made 30 minutes ago
+            reply(sock, 200, b"<html></html>", {"Age": "1800"}, date=clock() - 1800)
+        elif "auth/login" in request.path:
+            login_codes.append(json.loads(request.body)["otp"])
+            good_login(sock, date=clock())
+        else:
+            reply(sock, 200, one_account(), date=clock())
+
+    poller = _clocked(serve(serve_script), clock)
+    poller.poll_once()
+    key = decode_secret("GEZDGNBVGY3TQOJQ", "base32")
+    assert login_codes and login_codes[0] != totp_at(key, clock() - 1800)
+    offset = poller.status().clock_offset
+    assert offset is None or abs(offset) < 60
+
+
+def test_a_200_that_is_not_the_api_envelope_does_not_set_the_clock(serve):
+    clock = FakeClock()
+
+    def serve_script(request: Received, sock) -> None:
+        if "auth/login" in request.path:
+            good_login(sock, date=clock())
+        elif request.path == "/":
+            reply(sock, 404, b"", date=clock())
+        else:  # a maintenance page served with 200, its Date 40 minutes off
+            reply(sock, 200, b"<html>maintenance</html>", {"Content-Type": "text/html"}, date=clock() - 2400)
+
+    poller = _clocked(serve(serve_script), clock)
+    for _ in range(3):
+        poller.poll_once()
+    assert poller.status().accounts.failures["malformed"] == 3
+    offset = poller.status().clock_offset
+    assert offset is None or abs(offset) < 60

@@ -162,9 +162,12 @@ class Transport:
             raise ConnectionFailed(f"{endpoint}: {_describe(exc)}") from None
         finally:
             self._counters.request(endpoint, code)
-        if 200 <= response.status_code < 300:
+        envelope = decode_envelope(endpoint, response.status_code, response.headers, content, self._clock())
+        # Only the API's own success envelope tells the server's clock: not a 200 maintenance
+        # page, and not a cache's copy (Age), whose Date is when the original was made.
+        if "Age" not in response.headers:
             self._on_date(response.headers.get("Date"), sent_at)
-        return decode_envelope(endpoint, response.status_code, response.headers, content, self._clock())
+        return envelope
 
     def probe(self) -> str | None:
         """GET / without credentials: the Date header of whatever answers, or None."""
@@ -172,7 +175,8 @@ class Transport:
         try:
             with deadline(self._request_timeout), self._http.stream("GET", "/") as response:
                 code = str(response.status_code)
-                date: str | None = response.headers.get("Date")
+                # A cached copy's Date (a CDN in front of /) is when the original was made.
+                date: str | None = None if "Age" in response.headers else response.headers.get("Date")
                 return date
         except httpx.HTTPError:
             return None
