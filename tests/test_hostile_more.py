@@ -194,3 +194,43 @@ def test_a_200_that_is_not_the_api_envelope_does_not_set_the_clock(serve):
     assert poller.status().accounts.failures["malformed"] == 3
     offset = poller.status().clock_offset
     assert offset is None or abs(offset) < 60
+
+
+# -- secrets echoed by a reply never reach a log line or a page -----------------------------------------
+
+ECHOES = {
+    "messageCode": lambda request, sock: reply(sock, 400, json.dumps(
+        {"id": 0, "details": None, "status": "0",
+         "errors": [{"fieldName": "password", "messageCode": json.loads(request.body)["password"]}]}).encode()),
+    "otp messageCode": lambda request, sock: reply(sock, 400, json.dumps(
+        {"id": 0, "details": None, "status": "0",
+         "errors": [{"fieldName": json.loads(request.body)["otp"], "messageCode": json.loads(request.body)["otp"]}]}
+    ).encode()),
+    "Content-Type": lambda request, sock: reply(sock, 200, b"<html>",
+                                                {"Content-Type": json.loads(request.body)["password"]}),
+}
+
+
+@pytest.mark.parametrize("echo", list(ECHOES))
+def test_a_reply_that_echoes_a_secret_does_not_print_it(serve, echo, caplog):
+    sent: list[dict[str, str]] = []
+
+    def serve_script(request: Received, sock) -> None:
+        if "auth/login" in request.path:
+            sent.append(json.loads(request.body))
+            ECHOES[echo](request, sock)
+        else:
+            reply(sock, 404, b"{}")
+
+    server = serve(serve_script)
+    connection = ConnectionConfig(name="hostile", base_url=server.url, username=Secret("u"),
+                                  password=Secret(PASSWORD), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    clock = FakeClock()
+    config = Config((connection,), request_timeout=5.0, retry=RetryPolicy(1, 0.01, 0.01))
+    poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
+                                  sleep=clock.sleep), 60, threading.Event())
+    with caplog.at_level("DEBUG"):
+        poller.poll_once()
+    shown = _exporter_logs(caplog) + (poller.status().accounts.last_error or "")
+    assert sent and PASSWORD not in shown and sent[0]["otp"] not in shown
+    assert not poller.status().accounts.up

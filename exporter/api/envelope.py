@@ -96,7 +96,7 @@ def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], cont
         codes = ", ".join(code for _, code in errors)
         raise ApiRejected(f"{endpoint}: HTTP {status}" + (f" ({codes})" if codes else ""), errors)
     if not isinstance(payload, dict):
-        content_type = headers.get("Content-Type", "no content type")
+        content_type = headers.get("Content-Type", "no content type")[:40]  # the reply's words: kept short
         raise MalformedResponse(f"{endpoint}: HTTP {status} but the body is not a JSON object ({content_type!r})")
     if payload.get("status") == "1":
         return payload

@@ -25,7 +25,7 @@ from .body import ACCEPT_ENCODING, read_body
 from .counters import ClientCounters
 from .deadline import deadline, deadline_transport
 from .envelope import JsonObject, decode_envelope
-from .errors import Cancelled, ConnectionFailed, RequestTimeout, TransientError
+from .errors import ApiError, Cancelled, ConnectionFailed, RequestTimeout, TransientError
 
 log = logging.getLogger("exporter.api")
 
@@ -138,8 +138,17 @@ class Transport:
         """One attempt: the envelope of a success, or the ApiError that says why not.
 
         Counted exactly once in ibanera_api_requests_total, whatever happens, and the
-        response is closed on every path: a leaked one holds a pooled connection.
+        response is closed on every path: a leaked one holds a pooled connection. The
+        error's text quotes the reply (messageCodes, Content-Type): whatever of the request's
+        secrets a reply echoes there is blanked out before anyone can log or show it.
         """
+        try:
+            return self._send(request)
+        except ApiError as exc:
+            _redact(exc, request)
+            raise
+
+    def _send(self, request: Request) -> JsonObject:
         endpoint = request.endpoint
         code = "error"
         sent_at = self._clock()
@@ -197,6 +206,22 @@ def _describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError)) and isinstance(cause, OSError):
         return f"{type(exc).__name__}: {str(cause)[:200]}"
     return type(exc).__name__
+
+
+# Shorter values are not worth blanking out (and would blank out ordinary words).
+_MIN_SECRET_LENGTH = 4
+
+
+def _redact(exc: ApiError, request: Request) -> None:
+    """Blank out of `exc`'s text every header or body value `request` sent (token, code, password)."""
+    secrets = [*request.headers.values(), *(request.json_body or {}).values()]
+    secrets += [value.split(" ", 1)[1] for value in request.headers.values() if " " in value]  # "Bearer <token>"
+    text = str(exc)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _MIN_SECRET_LENGTH and secret in text:
+            text = text.replace(secret, "<redacted>")
+    if text != str(exc):
+        exc.args = (text,)
 
 
 def _retry_after(state: RetryCallState) -> float | None:
