@@ -13,8 +13,8 @@ from email.utils import formatdate
 
 import pytest
 from conftest import FAST_RETRY, FakeClock, account
-from scripted import Received, ScriptedServer, good_login, one_account, reply
-from test_hostile_api import BALANCES, script, scripted_poller
+from scripted import Received, ScriptedServer, drip, good_login, one_account, reply
+from test_hostile_api import BALANCES, _wait_for, script, scripted_poller
 
 from exporter.api.client import IbaneraClient
 from exporter.api.memory import LoginMemory
@@ -234,3 +234,36 @@ def test_a_reply_that_echoes_a_secret_does_not_print_it(serve, echo, caplog):
     shown = _exporter_logs(caplog) + (poller.status().accounts.last_error or "")
     assert sent and PASSWORD not in shown and sent[0]["otp"] not in shown
     assert not poller.status().accounts.up
+
+
+# -- a proxy from the environment is used, under the same total deadline -----------------------------
+
+def test_an_https_proxy_from_the_environment_is_used_and_bounded_by_the_request_timeout(serve, monkeypatch):
+    sent: list[int] = []
+    body = one_account()
+
+    def proxy(request: Received, sock) -> None:  # a forward proxy: absolute-form targets
+        if "auth/login" in request.path:
+            good_login(sock)
+        elif "balances" in request.path:
+            sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+            drip(sock, body, 0.05, sent)
+        else:
+            reply(sock, 404, b"{}")
+
+    server = serve(proxy)
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    connection = ConnectionConfig(name="proxied", base_url="http://ibanera.invalid", username=Secret("u"),
+                                  password=Secret("p"), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    config = Config((connection,), request_timeout=0.5, retry=RetryPolicy(2, 0.01, 0.01))
+    clock = FakeClock()
+    poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
+                                  sleep=clock.sleep), 60, threading.Event())
+    poller.poll_once()
+    status = poller.status()
+    assert any(r.path.startswith("http://ibanera.invalid/api/v1/public/auth/login") for r in server.received)
+    assert status.client.requests[("accounts_balances", "timeout")] == 2, status.accounts.last_error
+    _wait_for(lambda: len(sent) == 2)
+    assert len(sent) == 2 and all(n < len(body) / 2 for n in sent), sent

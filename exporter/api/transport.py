@@ -23,7 +23,7 @@ from .. import __version__
 from ..config import ConnectionConfig, RetryPolicy
 from .body import ACCEPT_ENCODING, read_body
 from .counters import ClientCounters
-from .deadline import deadline, deadline_transport
+from .deadline import deadline, deadline_mounts, deadline_transport
 from .envelope import JsonObject, decode_envelope
 from .errors import ApiError, Cancelled, ConnectionFailed, RequestTimeout, TransientError
 
@@ -73,11 +73,13 @@ class Transport:
             log.warning("TLS verification is off: anyone on the path to the API can read the credentials",
                         extra={"connection": connection.name})
         self._request_timeout = request_timeout
+        verification = _tls_verification(connection)
         self._http = httpx.Client(
             base_url=connection.base_url,
             timeout=request_timeout,
-            # Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them by default.
-            transport=deadline_transport(_tls_verification(connection)),
+            # Proxies come from HTTPS_PROXY / NO_PROXY (httpx ignores them beside our transport).
+            transport=deadline_transport(verification),
+            mounts=deadline_mounts(verification),
             follow_redirects=False,
             # The API authenticates by token: cookies a reply sets are neither kept nor sent
             # back, or each reply could add ~100 kB to the client and to every later request.
