@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from scripted import ScriptedServer
 
 from exporter.api.client import IbaneraClient
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
@@ -219,3 +220,18 @@ class Running:
         self.proc.send_signal(signal.SIGTERM)
         _, rest = self.proc.communicate(timeout=10)
         return self.proc.returncode, time.monotonic() - started, "".join(self.lines) + rest
+
+
+@pytest.fixture
+def serve():
+    """Starts raw-socket peers (tests/scripted.py) that misbehave on purpose; stops them after the test."""
+    servers: list[ScriptedServer] = []
+
+    def start(serve_script) -> ScriptedServer:
+        server = ScriptedServer(serve_script)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -64,20 +64,6 @@ def script(balances, login=good_login):
     return serve
 
 
-@pytest.fixture
-def serve():
-    servers: list[ScriptedServer] = []
-
-    def start(serve_script) -> ScriptedServer:
-        server = ScriptedServer(serve_script)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 # -- 1. a total deadline per request --------------------------------------------------------
 
 @pytest.mark.parametrize("part", ["headers", "body"])

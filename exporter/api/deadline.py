@@ -8,8 +8,8 @@ as a timeout at `request_timeout`, however the bytes arrive.
 The deadline is per thread (each connection's poller has its own), set by `deadline()`
 around one request. It lives in an httpcore network backend, httpcore's public hook for
 socket I/O. Not covered: a DNS lookup, which the system resolver bounds on its own
-(getaddrinfo cannot be interrupted), and requests sent through an HTTPS_PROXY, whose
-transport httpx builds itself.
+(getaddrinfo cannot be interrupted). Requests through a proxy (HTTPS_PROXY and the like)
+go through a transport with the same backend.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import httpcore
 import httpx
+from httpx._utils import get_environment_proxies
 
 _local = threading.local()
 
@@ -76,15 +77,23 @@ class _DeadlineBackend(httpcore.SyncBackend):
         return _DeadlineStream(super().connect_tcp(host, port, left, local_address, socket_options))
 
 
-def deadline_transport(verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
-    """httpx's own transport, its connections made by the deadline backend."""
-    transport = httpx.HTTPTransport(verify=verify)
-    # httpx takes no network backend, so the pool it built is replaced by an equal one
-    # that has ours. The drip-feed tests (tests/test_hostile_api.py) fail if this breaks.
+def deadline_transport(verify: ssl.SSLContext | bool, proxy: str | None = None) -> httpx.HTTPTransport:
+    """httpx's own transport (through `proxy`, if given), its connections made by the deadline backend."""
     # One poller thread uses the client, one request at a time: two connections bound its
     # descriptors; idle ones go after 5 s, as httpx's own default.
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(verify=verify), max_connections=2, keepalive_expiry=5.0,
-        network_backend=_DeadlineBackend(),
-    )
+    transport = httpx.HTTPTransport(verify=verify, proxy=proxy,
+                                    limits=httpx.Limits(max_connections=2, keepalive_expiry=5.0))
+    # httpx takes no network backend: the pool it built (direct, HTTP or SOCKS proxy) gets
+    # ours. The drip-feed tests (tests/test_hostile_api.py, test_hostile_more.py) fail if this breaks.
+    transport._pool._network_backend = _DeadlineBackend()
     return transport
+
+
+def deadline_mounts(verify: ssl.SSLContext | bool) -> dict[str, httpx.BaseTransport | None]:
+    """The proxies of HTTP(S)_PROXY, ALL_PROXY and NO_PROXY, each with the deadline backend.
+
+    httpx reads these variables only when it builds its own transport: given ours, it
+    would silently ignore them and connect directly.
+    """
+    return {pattern: None if url is None else deadline_transport(verify, url)
+            for pattern, url in get_environment_proxies().items()}

@@ -22,7 +22,7 @@ from .errors import ApiRejected, MalformedResponse, RateLimited, ServerError, Un
 JsonObject = dict[str, object]
 Row = TypeVar("Row")
 
-_MESSAGE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MESSAGE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # matched whole: `$` lets a final line break pass
 
 
 class _DuplicateKey(ValueError):
@@ -54,8 +54,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value) if len(value) <= 9 else None
+    if value.isdigit():  # ASCII digits only: "²" is a digit to isdigit() and not to float()
+        return float(value) if value.isascii() and len(value) <= 9 else None
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError, OverflowError, IndexError):
@@ -69,7 +69,7 @@ def _errors(payload: object) -> tuple[tuple[str, str], ...]:
         return ()
 
     def token(value: object) -> str:
-        return value if isinstance(value, str) and _MESSAGE_CODE.match(value) else "unrecognised"
+        return value if isinstance(value, str) and _MESSAGE_CODE.fullmatch(value) else "unrecognised"
 
     return tuple(
         (token(e.get("fieldName")) if e.get("fieldName") else "", token(e.get("messageCode")))
@@ -97,7 +97,7 @@ def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], cont
         codes = ", ".join(code for _, code in errors)
         raise ApiRejected(f"{endpoint}: HTTP {status}" + (f" ({codes})" if codes else ""), errors)
     if not isinstance(payload, dict):
-        content_type = headers.get("Content-Type", "no content type")
+        content_type = headers.get("Content-Type", "no content type")[:40]  # the reply's words: kept short
         raise MalformedResponse(f"{endpoint}: HTTP {status} but the body is not a JSON object ({content_type!r})")
     if payload.get("status") == "1":
         return payload

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -121,7 +122,10 @@ class LoginMemory:
 
 def _read(path: Path) -> LoginState:
     try:
-        with path.open("rb") as file:
+        # Non-blocking: a FIFO in its place would otherwise hold the start until a writer came.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise StateFileError(f"{path}: not a regular file")
             raw = file.read(_MAX_STATE_BYTES + 1)
     except OSError as exc:
         raise StateFileError(f"{path}: {exc.strerror or type(exc).__name__}") from None

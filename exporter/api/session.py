@@ -30,8 +30,9 @@ from .transport import QueryParams, Request, Transport
 
 LOGIN_PATH = "/api/v1/public/auth/login"
 # What a token may look like: printable ASCII without spaces (it goes into a header as
-# it is), of a sane length. A JWT is one to two kilobytes.
-_TOKEN = re.compile(r"^[\x21-\x7e]{1,8192}$")
+# it is), of a sane length. A JWT is one to two kilobytes. Matched whole (fullmatch): with
+# `$`, a token ending in a line break would pass.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 # expiresIn outside this range is not a lifetime we can plan renewals around.
 MIN_TOKEN_LIFETIME = 1.0
 MAX_TOKEN_LIFETIME = 7 * 86400.0
@@ -133,6 +134,11 @@ class Session:
                 f"logins stopped after {self._refusals_in_a_row} refused logins in a row, so that the account is "
                 f"not locked: fix the credentials{where}, then restart the exporter"
             )
+        if self._logins_paused_until is not None and self._logins_paused_until > now + self._login_backoff:
+            # Set by a clock that ran ahead (or read from a file it wrote) and has since gone
+            # back: a pause never lasts longer than login_backoff from now.
+            self._logins_paused_until = now + self._login_backoff
+            self._memory.remember_logins(self._logins_paused_until, self._refusals_in_a_row)
         if self._logins_paused_until is not None and now < self._logins_paused_until:
             raise LoginPaused(f"logins paused after a refused login, next attempt at {_iso(self._logins_paused_until)}")
         if not self._clock_probed:
@@ -179,7 +185,7 @@ class Session:
         token = details.get("accessToken") if isinstance(details, dict) else None
         lifetime = details.get("expiresIn") if isinstance(details, dict) else None
         # Never put the token itself into a message: say what is wrong with it.
-        if not isinstance(token, str) or not _TOKEN.match(token):
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             raise MalformedResponse("login: details.accessToken is missing, empty, longer than 8192 characters, or "
                                     "not printable ASCII without spaces")
         if isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal)) or not (

@@ -9,6 +9,7 @@ before it is sent.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 import ssl
 import threading
@@ -22,9 +23,9 @@ from .. import __version__
 from ..config import ConnectionConfig, RetryPolicy
 from .body import ACCEPT_ENCODING, read_body
 from .counters import ClientCounters
-from .deadline import deadline, deadline_transport
+from .deadline import deadline, deadline_mounts, deadline_transport
 from .envelope import JsonObject, decode_envelope
-from .errors import Cancelled, ConnectionFailed, RequestTimeout, TransientError
+from .errors import ApiError, Cancelled, ConnectionFailed, RequestTimeout, TransientError
 
 log = logging.getLogger("exporter.api")
 
@@ -72,12 +73,17 @@ class Transport:
             log.warning("TLS verification is off: anyone on the path to the API can read the credentials",
                         extra={"connection": connection.name})
         self._request_timeout = request_timeout
+        verification = _tls_verification(connection)
         self._http = httpx.Client(
             base_url=connection.base_url,
             timeout=request_timeout,
-            # Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them by default.
-            transport=deadline_transport(_tls_verification(connection)),
+            # Proxies come from HTTPS_PROXY / NO_PROXY (httpx ignores them beside our transport).
+            transport=deadline_transport(verification),
+            mounts=deadline_mounts(verification),
             follow_redirects=False,
+            # The API authenticates by token: cookies a reply sets are neither kept nor sent
+            # back, or each reply could add ~100 kB to the client and to every later request.
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
             headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json",
                      "Accept-Encoding": ACCEPT_ENCODING},
         )
@@ -134,8 +140,17 @@ class Transport:
         """One attempt: the envelope of a success, or the ApiError that says why not.
 
         Counted exactly once in ibanera_api_requests_total, whatever happens, and the
-        response is closed on every path: a leaked one holds a pooled connection.
+        response is closed on every path: a leaked one holds a pooled connection. The
+        error's text quotes the reply (messageCodes, Content-Type): whatever of the request's
+        secrets a reply echoes there is blanked out before anyone can log or show it.
         """
+        try:
+            return self._send(request)
+        except ApiError as exc:
+            _redact(exc, request)
+            raise
+
+    def _send(self, request: Request) -> JsonObject:
         endpoint = request.endpoint
         code = "error"
         sent_at = self._clock()
@@ -158,9 +173,12 @@ class Transport:
             raise ConnectionFailed(f"{endpoint}: {_describe(exc)}") from None
         finally:
             self._counters.request(endpoint, code)
-        if 200 <= response.status_code < 300:
+        envelope = decode_envelope(endpoint, response.status_code, response.headers, content, self._clock())
+        # Only the API's own success envelope tells the server's clock: not a 200 maintenance
+        # page, and not a cache's copy (Age), whose Date is when the original was made.
+        if "Age" not in response.headers:
             self._on_date(response.headers.get("Date"), sent_at)
-        return decode_envelope(endpoint, response.status_code, response.headers, content, self._clock())
+        return envelope
 
     def probe(self) -> str | None:
         """GET / without credentials: the Date header of whatever answers, or None."""
@@ -168,7 +186,8 @@ class Transport:
         try:
             with deadline(self._request_timeout), self._http.stream("GET", "/") as response:
                 code = str(response.status_code)
-                date: str | None = response.headers.get("Date")
+                # A cached copy's Date (a CDN in front of /) is when the original was made.
+                date: str | None = None if "Age" in response.headers else response.headers.get("Date")
                 return date
         except httpx.HTTPError:
             return None
@@ -189,6 +208,22 @@ def _describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError)) and isinstance(cause, OSError):
         return f"{type(exc).__name__}: {str(cause)[:200]}"
     return type(exc).__name__
+
+
+# Shorter values are not worth blanking out (and would blank out ordinary words).
+_MIN_SECRET_LENGTH = 4
+
+
+def _redact(exc: ApiError, request: Request) -> None:
+    """Blank out of `exc`'s text every header or body value `request` sent (token, code, password)."""
+    secrets = [*request.headers.values(), *(request.json_body or {}).values()]
+    secrets += [value.split(" ", 1)[1] for value in request.headers.values() if " " in value]  # "Bearer <token>"
+    text = str(exc)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _MIN_SECRET_LENGTH and secret in text:
+            text = text.replace(secret, "<redacted>")
+    if text != str(exc):
+        exc.args = (text,)
 
 
 def _retry_after(state: RetryCallState) -> float | None:
