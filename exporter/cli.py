@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .api.client import IbaneraClient
@@ -18,9 +19,11 @@ from .config import Config, ConfigError, ConnectionConfig, Secret, format_durati
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
 from .poller import ConnectionStatus, Poller
-from .simulator import Simulator
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
 from .webconfig import WebConfigError, WebConfigWatcher
+
+if TYPE_CHECKING:  # imported for real only under --demo: the daemon never loads the simulator, nor pyotp
+    from .simulator import Simulator
 
 DEFAULT_LISTEN_ADDRESS = ":10095"  # outside 9100-9999: an exporter for one vendor's API
 SHUTDOWN_GRACE_SECONDS = 1.5
@@ -121,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     simulator = None
     if args.demo:
+        from .simulator import Simulator
+
         simulator = Simulator(drift_every=5.0).start()
         config, source = _demo_config(simulator), "demo"
     else:
