@@ -88,8 +88,10 @@ def _describe(config: Config, source: str) -> str:
     ]
     for c in config.connections:
         lines.append(
-            f"  connection {c.name}: {c.base_url}, {c.page_size} accounts per page (at most {c.max_pages} pages), "
-            f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
+            f"  connection {c.name}: {c.base_url}, "
+            + ("all accounts in one request, " if c.page_size == "all"
+               else f"{c.page_size} accounts per page (at most {c.max_pages} pages), ")
+            + f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
             + (f", card balances too{' with holder names' if c.cards_holder_name_label else ''}" if c.cards else "")
         )
     thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ..config import ConnectionConfig
+from ..dialect import KeysDifferInCase, fold_keys
 from .codes import OneTimeCodes
 from .counters import ClientCounters
 from .envelope import JsonObject
@@ -27,6 +28,8 @@ from .errors import ApiRejected, LoginPaused, LoginRefused, LoginsStopped, Malfo
 from .transport import QueryParams, Request, Transport
 
 LOGIN_PATH = "/api/v1/public/auth/login"
+# An expiresIn beyond this is not a token lifetime (and an infinite one would never renew).
+_MAX_TOKEN_LIFETIME = 30 * 86400
 
 log = logging.getLogger("exporter.api")
 
@@ -159,12 +162,17 @@ class Session:
 
     def _accept_token(self, envelope: JsonObject, sent_at: float) -> None:
         details = envelope.get("details")
-        token = details.get("accessToken") if isinstance(details, dict) else None
-        lifetime = details.get("expiresIn") if isinstance(details, dict) else None
+        try:  # keys in either case, like every reply
+            details = fold_keys(details) if isinstance(details, dict) else {}
+        except KeysDifferInCase as exc:
+            raise MalformedResponse(f"login: details: {exc}") from None
+        token = details.get("accesstoken")
+        lifetime = details.get("expiresin")
         if not isinstance(token, str) or not token:
             raise MalformedResponse("login: details.accessToken is missing")
-        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal)) or not lifetime > 0:
-            raise MalformedResponse("login: details.expiresIn is not a positive number of seconds")
+        if (isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal))
+                or not 0 < lifetime <= _MAX_TOKEN_LIFETIME):
+            raise MalformedResponse("login: details.expiresIn is not a positive number of seconds up to 30 days")
         seconds = float(lifetime)
         self._token = token
         # Lifetime counts from before the request was sent: the token can only be younger.

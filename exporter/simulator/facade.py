@@ -11,8 +11,9 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from .auth import Auth
+from .dialect import AS_SAMPLES, SimDialect
 from .faults import ANSWERED_INSTEAD, Fault, FaultQueue, fault_answer
-from .http import Answer, SimRequest, SimServer, error, json_answer
+from .http import Answer, Reply, SimRequest, SimServer, error, json_answer
 from .listings import Listings
 from .state import Amounts, Book, SimAccount, SimCard, demo_accounts, demo_cards
 
@@ -60,6 +61,7 @@ class Simulator:
         self.listings = Listings(self.book, report_number_of_pages=report_number_of_pages, max_page_size=max_page_size)
         self.faults = FaultQueue()
         self.requests: Counter[str] = Counter()  # by path
+        self._dialects: dict[int | None, SimDialect] = {None: AS_SAMPLES}  # by page number; None: any other
         self._server = SimServer(self._answer, clock, host, port, ssl_context)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -109,6 +111,10 @@ class Simulator:
         """From now on, answer a share `rate` of requests with a random fault of CHAOS_FAULTS."""
         self.faults.chaos(rate)
 
+    def set_dialect(self, dialect: SimDialect, page: int | None = None) -> None:
+        """Answer in `dialect` from now on: every reply, or only the listings' page `page`."""
+        self._dialects[page] = dialect
+
     def record_served(self) -> None:
         """From now on, remember every (total, available, pending) served, for served_values()."""
         self.book.served = {}
@@ -140,6 +146,11 @@ class Simulator:
         return self.faults.served
 
     @property
+    def unpaginated_requests(self) -> int:
+        """Balance requests without paging parameters (the whole list in one reply)."""
+        return self.listings.unpaginated_requests
+
+    @property
     def endless_pages(self) -> bool:
         return self.listings.endless_pages
 
@@ -153,7 +164,7 @@ class Simulator:
         self.requests[request.path] += 1
         endpoint = _ENDPOINTS.get(request.path)
         if endpoint is None or (request.method == "POST") != (endpoint == "login"):
-            return json_answer(404, error("Not_Found"))
+            return self._json(request, (404, error("Not_Found")))
         fault = self.faults.take(endpoint)
         if fault is not None and fault.kind in ANSWERED_INSTEAD:
             return fault_answer(fault, [a.to_json() for a in self.book.accounts()])
@@ -161,13 +172,21 @@ class Simulator:
             time.sleep(fault.delay)  # real time: the client's timeout is real too
         refuse_code = fault is not None and fault.kind == "otp"
         if endpoint == "login":
-            return json_answer(*self.auth.login(_json_body(request.body), refuse_code))
+            return self._json(request, self.auth.login(_json_body(request.body), refuse_code))
         refusal = self.auth.authorize(request.headers, refuse_code)
         if refusal is not None:
-            return json_answer(*refusal)
+            return self._json(request, refusal)
         if endpoint == "cards":
-            return json_answer(*self.listings.cards(request.query, fault))
-        return json_answer(*self.listings.balances(request.query, fault))
+            return self._json(request, self.listings.cards(request.query, fault))
+        return self._json(request, self.listings.balances(request.query, fault))
+
+    def _json(self, request: SimRequest, reply: Reply) -> Answer:
+        """The reply, spelled in the dialect of the page asked for."""
+        status, payload = reply
+        numbers = request.query.get("pageNumber") or request.query.get("PageNumber") or ["1"]
+        page = int(numbers[0]) if numbers[0].isdigit() and len(numbers[0]) < 9 else None
+        dialect = self._dialects.get(page, self._dialects[None])
+        return json_answer(status, dialect.reply(payload))
 
 
 def _json_body(raw: bytes) -> object:

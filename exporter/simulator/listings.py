@@ -40,13 +40,17 @@ class Listings:
         self.report_number_of_pages = report_number_of_pages
         self.max_page_size = max_page_size  # a server that caps pageSize below what was asked
         self.endless_pages = False  # always one more page, of accounts never seen before
+        self.unpaginated_requests = 0
 
     def balances(self, query: dict[str, list[str]], fault: Fault | None) -> Reply:
         accounts = self._book.accounts()
-        if "pageNumber" not in query and "pageSize" not in query:
-            return 200, envelope([a.to_json() for a in accounts])
+        if "pageNumber" not in query and "pageSize" not in query:  # documented: the whole list
+            self.unpaginated_requests += 1
+            if not self.max_page_size:
+                return 200, envelope([a.to_json() for a in accounts])
+            # A server that caps its pages answers with page 1 of that size instead.
         try:
-            number, size = page_request(query, "pageNumber", "pageSize", ACCOUNTS_DEFAULT_PAGE_SIZE)
+            number, size = page_request(query, "pageNumber", "pageSize", self.max_page_size or ACCOUNTS_DEFAULT_PAGE_SIZE)
         except BadPaging as exc:
             return 400, error("Invalid", str(exc))
         if self.max_page_size:
