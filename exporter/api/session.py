@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from ..config import ConnectionConfig
 from ..dialect import KeysDifferInCase, fold_keys
+from ..totp import STEP_SECONDS
 from .codes import OneTimeCodes
 from .counters import ClientCounters
 from .envelope import JsonObject
@@ -28,6 +29,14 @@ from .errors import ApiRejected, LoginPaused, LoginRefused, LoginsStopped, Malfo
 from .transport import QueryParams, Request, Transport
 
 LOGIN_PATH = "/api/v1/public/auth/login"
+# A renewal login waits for nothing: it happens at the first request that finds a fresh
+# one-time step (a login never reuses one) once the token is in its last minute (or last
+# quarter, if shorter), and until then the current token serves. The window is at least a
+# step and a margin long, so that a fresh step always begins in it while the token is good.
+_RENEW_MARGIN = 60.0
+_RENEW_WINDOW_FLOOR = STEP_SECONDS + 5.0
+# A token this close to its end is not sent: the request might arrive after it.
+_TOKEN_GUARD = 2.0
 # An expiresIn beyond this is not a token lifetime (and an infinite one would never renew).
 _MAX_TOKEN_LIFETIME = 30 * 86400
 
@@ -107,15 +116,26 @@ class Session:
 
     def _after_reused_code_refused(self, request: _Get) -> JsonObject:
         # A server that refuses reused codes refuses every one of them; a single refusal
-        # may be chance. Retry this request once with a fresh code.
+        # may be chance. Retry this request once with a fresh code, which may take a new
+        # step: with a new token, if the current one would run out meanwhile.
         self._codes.reused_code_refused()
+        if not self._token_lasts():
+            self._login()
         return self._send_authorized(request)
 
     # -- logins ---------------------------------------------------------------------------
 
     def _ensure_token(self) -> None:
-        if self._token is None or self._clock() >= self._token_renew_at:
-            self._login()
+        if not self._token_lasts():
+            self._login()  # no token that will still be good: log in, waiting for a fresh step if need be
+        elif self._clock() >= self._token_renew_at and self._codes.fresh_step_available():
+            self._login()  # renewal, now that it costs no wait
+
+    def _token_lasts(self) -> bool:
+        """Whether the token will still be good when the next request is sent, after any wait for a fresh code."""
+        sent_at = self._clock() + self._codes.request_wait()
+        return self._token_expires_at is not None and self._token is not None and (
+            sent_at < self._token_expires_at - _TOKEN_GUARD)
 
     def _login(self) -> None:
         self._token = None
@@ -177,7 +197,7 @@ class Session:
         self._token = token
         # Lifetime counts from before the request was sent: the token can only be younger.
         self._token_expires_at = sent_at + seconds
-        self._token_renew_at = sent_at + seconds - min(60.0, seconds / 4)
+        self._token_renew_at = sent_at + seconds - max(min(_RENEW_MARGIN, seconds / 4), min(_RENEW_WINDOW_FLOOR, seconds))
         log.info("logged in", extra={"connection": self._connection.name, "token_expires_in": f"{seconds:g}s"})
 
     def _probe_clock(self) -> None:
