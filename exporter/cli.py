@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="output format of log messages (default: %(default)s)")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and its secrets, print what would be polled, and exit")
+    parser.add_argument("--connection.check", dest="connection_check", action="store_true",
+                        help="log in once per connection, read every page, print what was found and exit 0, or say "
+                        "why not and exit 1")
     parser.add_argument("--demo", action="store_true",
                         help="poll a built-in simulator of the Ibanera API on loopback instead of the config file; "
                         "no credentials needed")
@@ -102,6 +105,17 @@ def _describe(config: Config, source: str) -> str:
     return "\n".join(lines)
 
 
+def _check(config: Config, source: str, connection_check: bool) -> int:
+    if not connection_check:
+        print(_describe(config, source))
+        return 0
+    from .check import check_all  # only the check needs it
+
+    tables, ok = check_all(config)
+    print(tables)
+    return 0 if ok else 1
+
+
 def _fail(message: str, code: int) -> int:
     print(f"{PROGRAM}: error: {message}", file=sys.stderr)
     return code
@@ -135,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, source = load_config(args.config_file), args.config_file
         except ConfigError as exc:
             return _fail(str(exc), 2)
-    if args.config_check:
-        print(_describe(config, source))
+    if args.config_check or args.connection_check:
+        code = _check(config, source, args.connection_check)
         if simulator:
             simulator.stop()
-        return 0
+        return code
     return _serve(config, address, args.telemetry_path, simulator, web_config)
 
 

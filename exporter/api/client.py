@@ -44,6 +44,7 @@ class IbaneraClient:
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
+        one_login: bool = False,
     ) -> None:
         self.connection = connection
         self.counters = ClientCounters()
@@ -58,7 +59,7 @@ class IbaneraClient:
         self._codes = OneTimeCodes(key, connection.name, clock, self._transport.sleep)
         self._session = Session(connection, self._transport, self._codes, self.counters,
                                 login_backoff=config.login_backoff, max_login_refusals=config.max_login_refusals,
-                                clock=clock)
+                                clock=clock, one_login=one_login)
         self._dialects_told: dict[str, Dialect] = {}  # by endpoint: what the log last said
 
     @property
@@ -75,6 +76,10 @@ class IbaneraClient:
 
     def close(self) -> None:
         self._transport.close()
+
+    @property
+    def token_lifetime(self) -> float | None:
+        return self._session.token_lifetime
 
     def fetch_balances(self) -> Listed[AccountBalance]:
         """Every page of the caller's asset accounts, or an ApiError: never a partial list."""

@@ -26,6 +26,7 @@ from .codes import OneTimeCodes
 from .counters import ClientCounters
 from .envelope import JsonObject
 from .errors import ApiRejected, LoginPaused, LoginRefused, LoginsStopped, MalformedResponse, Unauthorized
+from .hints import login_hint
 from .transport import QueryParams, Request, Transport
 
 LOGIN_PATH = "/api/v1/public/auth/login"
@@ -61,6 +62,7 @@ class Session:
         login_backoff: float,
         max_login_refusals: int,
         clock: Callable[[], float],
+        one_login: bool = False,
     ) -> None:
         self._connection = connection
         self._transport = transport
@@ -71,14 +73,24 @@ class Session:
         self._clock = clock
         self._token: str | None = None
         self._token_expires_at: float | None = None
+        self._token_lifetime: float | None = None
         self._token_renew_at = 0.0
         self._logins_paused_until: float | None = None
         self._refusals_in_a_row = 0
         self._clock_probed = False
+        # --connection.check: exactly one login request, never retried nor renewed; a token
+        # that is refused or runs out is an error rather than a reason to log in again.
+        self._one_login = one_login
+        self._logged_in_once = False
 
     @property
     def token_expires_at(self) -> float | None:
         return self._token_expires_at if self._token else None
+
+    @property
+    def token_lifetime(self) -> float | None:
+        """The expiresIn of the last login, in seconds."""
+        return self._token_lifetime
 
     @property
     def logins_paused_until(self) -> float | None:
@@ -128,7 +140,7 @@ class Session:
     def _ensure_token(self) -> None:
         if not self._token_lasts():
             self._login()  # no token that will still be good: log in, waiting for a fresh step if need be
-        elif self._clock() >= self._token_renew_at and self._codes.fresh_step_available():
+        elif self._clock() >= self._token_renew_at and self._codes.fresh_step_available() and not self._one_login:
             self._login()  # renewal, now that it costs no wait
 
     def _token_lasts(self) -> bool:
@@ -139,6 +151,8 @@ class Session:
 
     def _login(self) -> None:
         self._token = None
+        if self._one_login and self._logged_in_once:
+            raise Unauthorized("the token from the one login was refused or ran out, and a second login is not tried")
         now = self._clock()
         if self._refusals_in_a_row >= self._max_login_refusals:
             raise LoginsStopped(
@@ -160,8 +174,10 @@ class Session:
             }
             return Request("login", "POST", LOGIN_PATH, json_body=body)
 
+        self._logged_in_once = True
         try:
-            envelope = self._transport.call("login", build)
+            # One login means one login request: not even a 5xx is retried then.
+            envelope = self._transport.send(build()) if self._one_login else self._transport.call("login", build)
         except (ApiRejected, Unauthorized) as exc:
             raise self._refused(exc) from None
         self._logins_paused_until = None
@@ -178,7 +194,10 @@ class Session:
             then = f"that is {self._refusals_in_a_row} in a row: no more logins until the exporter is restarted"
         else:
             then = f"no new login before {_iso(self._logins_paused_until)}"
-        return LoginRefused(f"login refused ({', '.join(codes)}): {exc}; {then}, so that the account is not locked")
+        # The same hint as --connection.check gives: the log line and the landing page show it.
+        hint = login_hint(codes[0], self._connection, self._codes.offset)
+        return LoginRefused(f"login refused ({', '.join(codes)}): {exc}; {then}, so that the account is not locked; "
+                            f"{hint}", codes[0], hint)
 
     def _accept_token(self, envelope: JsonObject, sent_at: float) -> None:
         details = envelope.get("details")
@@ -195,6 +214,7 @@ class Session:
             raise MalformedResponse("login: details.expiresIn is not a positive number of seconds up to 30 days")
         seconds = float(lifetime)
         self._token = token
+        self._token_lifetime = seconds
         # Lifetime counts from before the request was sent: the token can only be younger.
         self._token_expires_at = sent_at + seconds
         self._token_renew_at = sent_at + seconds - max(min(_RENEW_MARGIN, seconds / 4), min(_RENEW_WINDOW_FLOOR, seconds))
