@@ -40,12 +40,14 @@ class BadAmount(ValueError):
 def fold_keys(obj: JsonRow) -> JsonRow:
     """The object with its keys in lower case. Only ASCII keys are folded: the keys read
     here are ASCII, and Unicode case folding would match, say, the Kelvin sign with k."""
-    folded: JsonRow = {}
-    for key, value in obj.items():
-        name = key.lower() if key.isascii() else key
-        if name in folded:
-            raise KeysDifferInCase(f"two keys spell {name[:40]!r} in different cases")
-        folded[name] = value
+    folded = {key.lower() if key.isascii() else key: value for key, value in obj.items()}
+    if len(folded) != len(obj):  # rare: find the pair, in one pass
+        seen: set[str] = set()
+        for key in obj:
+            name = key.lower() if key.isascii() else key
+            if name in seen:
+                raise KeysDifferInCase(f"two keys spell {name[:40]!r} in different cases")
+            seen.add(name)
     return folded
 
 
@@ -55,7 +57,7 @@ def code(text: str) -> str:
     Only a-z change, so that a code never changes its length or turns into another
     script's letters (Unicode upper-casing makes 'ß' into 'SS').
     """
-    return text.translate(_ASCII_UPPER)
+    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
 
 
 def decimal_string(text: str) -> Decimal:

@@ -49,18 +49,25 @@ class AccountBalance:
 _MAX_ADJUSTED_EXPONENT = 307
 
 
+_AS_NUMBERS, _AS_STRINGS = (AMOUNTS, "as numbers"), (AMOUNTS, "as strings")
+
+
 def _amount(row: JsonRow, field: str, notes: Notes) -> Decimal:
+    """row[field] (field in the docs' spelling; the row's keys are folded) as an exact Decimal."""
     value = row.get(field.lower())
-    # Exact type checks: bool is an int in Python, and true is not an amount.
-    if type(value) is str:
+    # bool is an int in Python, and true is not an amount.
+    if isinstance(value, Decimal):
+        number = value
+        notes.add(_AS_NUMBERS)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+        notes.add(_AS_NUMBERS)
+    elif isinstance(value, str):
         try:
             number = decimal_string(value)
         except BadAmount as exc:
             raise InvalidRow(f"{field} is {exc}") from None
-        notes.add((AMOUNTS, "as strings"))
-    elif type(value) is int or type(value) is Decimal:
-        number = Decimal(value)
-        notes.add((AMOUNTS, "as numbers"))
+        notes.add(_AS_STRINGS)
     else:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a number")
     # 1e400 is a valid JSON number and a finite Decimal, but +Inf as a float: not a balance.
@@ -99,15 +106,16 @@ def _whole(value: object, field: str) -> int:
 
 def _account_id(row: JsonRow, notes: Notes) -> int:
     """`id` in the docs' JSON samples, `assetAccountId` in their field list: either, or both if they agree."""
-    named = [(field, row[field.lower()]) for field in ("id", "assetAccountId") if field.lower() in row]
-    if not named:
-        raise InvalidRow("id is missing or null, expected a non-negative integer")
-    ids = {_whole(value, field) for field, value in named}
-    if len(ids) > 1:
-        raise InvalidRow(f"id {named[0][1]} and assetAccountId {named[1][1]} differ")
-    for field, _ in named:
-        notes.add((ACCOUNT_ID, f"as {field}"))
-    return ids.pop()
+    if "assetaccountid" not in row:
+        notes.add((ACCOUNT_ID, "as id"))
+        return _whole(row.get("id"), "id")
+    other = _whole(row["assetaccountid"], "assetAccountId")
+    notes.add((ACCOUNT_ID, "as assetAccountId"))
+    if "id" in row:
+        if _whole(row["id"], "id") != other:
+            raise InvalidRow(f"id {row['id']} and assetAccountId {other} differ")
+        notes.add((ACCOUNT_ID, "as id"))
+    return other
 
 
 def _unit(row: JsonRow, field: str, notes: Notes) -> str:
