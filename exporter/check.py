@@ -1,7 +1,8 @@
 """--connection.check: one login per connection, every page read once, a table for a person.
 
-It goes through the same IbaneraClient and Session as the daemon, so every guard of the
-logins applies (the pause after a refusal included), and it asks the session for exactly
+It goes through the same IbaneraClient, Session and login memory (--storage.path) as the
+daemon, so every guard of the logins applies (a recorded pause included, and its login's
+step and any refusal are recorded for the daemon that follows), and it asks the session for exactly
 one login request: never retried, never renewed, and a token that is refused or runs out
 ends the check rather than leading to a second login. What it prints names config keys,
 hosts and counts, never a secret.
@@ -9,12 +10,13 @@ hosts and counts, never a secret.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .api.client import IbaneraClient
 from .api.errors import ApiError, LoginRefused
 from .api.hints import clock_words, failure_hint
+from .api.memory import LoginMemory
 from .api.pages import Listed
 from .config import Config, ConnectionConfig, format_duration
 from .model import AccountBalance
@@ -46,11 +48,11 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def check_connection(connection: ConnectionConfig, config: Config) -> CheckResult:
+def check_connection(connection: ConnectionConfig, config: Config, memory: LoginMemory) -> CheckResult:
     rows: list[tuple[str, str]] = []
     client = None
     try:
-        client = IbaneraClient(connection, config, one_login=True)
+        client = IbaneraClient(connection, config, memory=memory, one_login=True)
         accounts = client.fetch_balances()
         rows.extend(_accounts_rows(accounts, connection))
         if connection.cards:
@@ -105,7 +107,7 @@ def _cut(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
 
 
-def check_all(config: Config) -> tuple[str, bool]:
+def check_all(config: Config, memory: Callable[[ConnectionConfig], LoginMemory]) -> tuple[str, bool]:
     """The tables of every connection, and whether all of them work."""
-    results = [check_connection(connection, config) for connection in config.connections]
+    results = [check_connection(connection, config, memory(connection)) for connection in config.connections]
     return "\n\n".join(result.table() for result in results), all(result.ok for result in results)

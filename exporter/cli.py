@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
 from .api.client import IbaneraClient
+from .api.memory import LoginMemory
 from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
@@ -51,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="only log messages with the given severity or above (default: %(default)s)")
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
                         help="output format of log messages (default: %(default)s)")
+    parser.add_argument("--storage.path", dest="storage_path", metavar="DIR",
+                        help="folder for the login state that must survive a restart (the last one-time code step "
+                        "used, a login pause); without it the first login after a start waits up to 30s")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and its secrets, print what would be polled, and exit")
     parser.add_argument("--connection.check", dest="connection_check", action="store_true",
@@ -105,15 +111,27 @@ def _describe(config: Config, source: str) -> str:
     return "\n".join(lines)
 
 
-def _check(config: Config, source: str, connection_check: bool) -> int:
+def _check(config: Config, source: str, connection_check: bool, storage: Path | None, demo: bool) -> int:
     if not connection_check:
         print(_describe(config, source))
         return 0
     from .check import check_all  # only the check needs it
 
-    tables, ok = check_all(config)
+    # The same login memory as the daemon: a recorded pause stops the check's login too,
+    # and its login's step and any refusal are recorded for the daemon that follows.
+    tables, ok = check_all(config, _login_memory(config, storage, demo))
     print(tables)
     return 0 if ok else 1
+
+
+def _login_memory(config: Config, storage: Path | None, demo: bool) -> Callable[[ConnectionConfig], LoginMemory]:
+    def memory(connection: ConnectionConfig) -> LoginMemory:
+        # The built-in simulator is new with this process: none of its codes was ever used.
+        if demo:
+            return LoginMemory.first_contact()
+        return LoginMemory.open(storage, connection.name, time.time(), config.login_backoff)
+
+    return memory
 
 
 def _fail(message: str, code: int) -> int:
@@ -149,18 +167,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, source = load_config(args.config_file), args.config_file
         except ConfigError as exc:
             return _fail(str(exc), 2)
+    storage = Path(args.storage_path) if args.storage_path else None
+    if storage is not None and not (storage.is_dir() and os.access(storage, os.W_OK | os.X_OK)):
+        return _fail(f"--storage.path: {storage} is not a writable folder", 2)
     if args.config_check or args.connection_check:
-        code = _check(config, source, args.connection_check)
+        code = _check(config, source, args.connection_check, storage, simulator is not None)
         if simulator:
             simulator.stop()
         return code
-    return _serve(config, address, args.telemetry_path, simulator, web_config)
+    return _serve(config, address, args.telemetry_path, simulator, web_config, storage)
 
 
 def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
-           web_config: WebConfigWatcher | None) -> int:
+           web_config: WebConfigWatcher | None, storage: Path | None) -> int:
     stop = threading.Event()
-    pollers = [Poller(IbaneraClient(c, config, stop_event=stop), config.poll_interval, stop)
+    memory = _login_memory(config, storage, simulator is not None)
+    pollers = [Poller(IbaneraClient(c, config, memory=memory(c), stop_event=stop), config.poll_interval, stop)
                for c in config.connections]
 
     def statuses() -> list[ConnectionStatus]:

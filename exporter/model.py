@@ -123,9 +123,20 @@ def _unit(row: JsonRow, field: str, notes: Notes) -> str:
     value = row.get(field.lower())
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ASSET_LENGTH:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a short non-empty string")
-    upper = code(value)
+    upper = code(_label_text(value, field))
     notes.add((CODES, "upper case" if upper == value else "not upper case"))
     return upper
+
+
+def _label_text(value: str, field: str) -> str:
+    """A label value: control characters, lone surrogates and other unprintables are refused.
+
+    A lone surrogate ("\\ud800" in the JSON) cannot be written as UTF-8 at all, and a
+    control character in a label is not a name anybody gave an asset or a card.
+    """
+    if not value.isprintable():
+        raise InvalidRow(f"{field} holds a control character or an unprintable code point")
+    return value
 
 
 def parse_account(value: object, notes: Notes | None = None) -> AccountBalance:
@@ -168,7 +179,7 @@ def _text(row: JsonRow, field: str) -> str:
         return ""
     if not isinstance(value, str) or len(value) > 256:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a short string")
-    return value
+    return _label_text(value, field)
 
 
 def parse_card(value: object, keep_holder_name: bool = False, notes: Notes | None = None) -> CardBalance:

@@ -29,7 +29,7 @@ def clock_words(offset: float | None) -> str:
 
 
 def login_hint(message_code: str, connection: ConnectionConfig, clock_offset: float | None) -> str:
-    """Advice for a login refused with `message_code`."""
+    """Advice for a login refused with `message_code`, one of counters.CREDENTIAL_REFUSALS."""
     if message_code == "Username_Or_Password_Incorrect":
         # Ibanera answers a wrong one-time code the same way, so the secret and the clock are suspects too.
         return (f"check the username, the password and the TOTP secret, totp_secret_encoding ({connection.totp_secret_encoding} "
@@ -40,8 +40,6 @@ def login_hint(message_code: str, connection: ConnectionConfig, clock_offset: fl
         return "the API user is not verified yet: ask Ibanera to finish setting it up"
     if message_code == "Account_Suppressed":
         return "the API user's account is inactive: ask Ibanera to reactivate it"
-    if message_code == "Required":
-        return "the API says a login field is missing: check that username, password and totp_secret are set"
     return f"the API gave no documented reason: check the credentials and base_url ({_host(connection)})"
 
 
