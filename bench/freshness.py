@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import ApiError
+from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.simulator import SimAccount, Simulator
 
@@ -50,7 +51,8 @@ def run(token_lifetime: int, seconds: int, phase: float, fresh: float, reject_re
         connection = ConnectionConfig(name="fresh", base_url=sim.url, username=Secret(sim.username),
                                       password=Secret(sim.password), totp_secret=Secret(sim.totp_secret_base32))
         config = Config((connection,), retry=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05))
-        client = IbaneraClient(connection, config, clock=clock, sleep=clock.sleep)
+        # First contact: the first login goes out at once, at the phase chosen.
+        client = IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
         start, good, polls, failed = clock.now, [], 0, 0
         next_start = start
         while clock.now < start + seconds:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 
 import pytest
-from conftest import ROOT, SCRIPT
+from conftest import ROOT, SCRIPT, rested_storage
 
 from exporter.config import Secret
 from exporter.simulator import BALANCES_PATH, LOGIN_PATH, Fault, SimDialect, Simulator
@@ -21,14 +23,17 @@ def simulator():
         yield sim
 
 
-def check(tmp_path, connections: list[dict]) -> subprocess.CompletedProcess:
+def check(tmp_path, connections: list[dict], storage: str | None = None) -> subprocess.CompletedProcess:
+    """The check as an operator runs it, with a --storage.path that lets its login go at once."""
+    storage = storage or rested_storage(tmp_path / "state", *(c["name"] for c in connections))
     lines = ["connections:"]
     for c in connections:
         lines.append(f"  - name: {c['name']}")
         lines.extend(f"    {key}: {value}" for key, value in c.items() if key != "name")
     (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
     env = {**os.environ, "CHECK_PASSWORD": PASSWORD}
-    return subprocess.run([SCRIPT, "--config.file", str(tmp_path / "config.yaml"), "--connection.check"],
+    return subprocess.run([SCRIPT, "--config.file", str(tmp_path / "config.yaml"), "--connection.check",
+                           "--storage.path", storage],
                           capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
 
 
@@ -74,6 +79,29 @@ def test_a_refused_login_is_named_with_what_to_check_and_exits_1(tmp_path, simul
             "now; ascii if the secret is plain text), and the clock offset: ") in result.stdout
     assert simulator.requests[LOGIN_PATH] == 1 and simulator.logins_failed == 1  # exactly one attempt
     no_secrets(result, simulator)
+
+
+def test_a_pause_recorded_by_the_daemon_stops_the_check_before_any_login(tmp_path, simulator):
+    state = tmp_path / "state"
+    state.mkdir()
+    paused_until = time.time() + 600
+    (state / "treasury.state.json").write_text(json.dumps(
+        {"last_code_step": 1, "logins_paused_until": paused_until, "refusals_in_a_row": 1}))
+    result = check(tmp_path, [connection(simulator)], storage=str(state))
+    assert result.returncode == 1
+    assert "  cause           logins paused after a refused login, next attempt at " in result.stdout
+    assert "so that the account is not locked: fix the credentials and wait" in result.stdout
+    assert simulator.requests[LOGIN_PATH] == 0
+
+
+def test_a_refusal_is_recorded_for_the_daemon_that_follows(tmp_path, simulator):
+    result = check(tmp_path, [{**connection(simulator), "password": "not-the-password"}])
+    assert result.returncode == 1
+    state = json.loads((tmp_path / "state" / "treasury.state.json").read_text())
+    assert state["refusals_in_a_row"] == 1 and state["logins_paused_until"] > time.time()
+    again = check(tmp_path, [connection(simulator)], storage=str(tmp_path / "state"))
+    assert again.returncode == 1 and "logins paused" in again.stdout
+    assert simulator.requests[LOGIN_PATH] == 1  # the second check did not try
 
 
 @pytest.mark.parametrize("fault, cause, hint", [

@@ -8,9 +8,41 @@ itself comes from bench/freshness.py.
 from __future__ import annotations
 
 import pytest
-from conftest import account
+from conftest import FAST_RETRY, account, connection_for
+
+from exporter.api.client import IbaneraClient
+from exporter.api.memory import LoginMemory
+from exporter.config import Config
+from exporter.simulator import Simulator
 
 POLLS = 150
+
+
+@pytest.fixture
+def client_of(clock):
+    """client_of(simulator) -> an IbaneraClient on the fake clock whose waits land in clock.waits.
+
+    First contact: no step was used before, so the first login is sent at once, at the phase
+    the test chose (a client without remembered state would wait for the next step first).
+    """
+    clients = []
+    clock.waits = []
+    advance = clock.advance
+
+    def sleep(seconds: float) -> None:
+        clock.waits.append(seconds)
+        advance(seconds)
+
+    def make(sim: Simulator) -> IbaneraClient:
+        connection = connection_for(sim)
+        client = IbaneraClient(connection, Config((connection,), retry=FAST_RETRY), memory=LoginMemory.first_contact(),
+                               clock=clock, sleep=sleep)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 def _at_phase(clock, phase: float) -> None:
@@ -18,62 +50,48 @@ def _at_phase(clock, phase: float) -> None:
     clock.now = (clock.now // 30 + 1) * 30 + phase
 
 
-def _waits(clock) -> list[float]:
-    waits: list[float] = []
-    advance = clock.sleep
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        advance(seconds)
-
-    clock.sleep = sleep
-    return waits
-
-
 @pytest.mark.parametrize("phase", [0.5, 10, 25])
-def test_40_second_tokens_are_renewed_without_a_poll_ever_waiting(make_stack, clock, phase):
+def test_40_second_tokens_are_renewed_without_a_poll_ever_waiting(client_of, clock, phase):
     _at_phase(clock, phase)
-    waits = _waits(clock)
-    stack = make_stack([account(1)], simulator={"token_lifetime": 40})
-    for _ in range(POLLS):
-        stack.poll()
-        assert stack.value("ibanera_up", connection="c0") == 1
-        clock.advance(1)
-    assert waits == []  # not one wait for a fresh code, so not one stalled poll
-    sim = stack.simulator
-    assert sim.logins_failed == 0
-    assert sim.logins_succeeded <= POLLS // 30 + 2  # a login per 30 s step at most: no extra logins
-    assert stack.value("ibanera_api_requests_total", connection="c0", endpoint="accounts_balances", code="401") is None
+    with Simulator([account(1)], clock=clock, token_lifetime=40) as sim:
+        client = client_of(sim)
+        for _ in range(POLLS):
+            client.fetch_balances()  # raises if the poll fails
+            clock.advance(1)
+        assert clock.waits == []  # not one wait for a fresh code, so not one stalled poll
+        assert sim.logins_failed == 0
+        assert sim.logins_succeeded <= POLLS // 30 + 2  # a login per 30 s step at most: no extra logins
+        assert ("accounts_balances", "401") not in client.counters.snapshot().requests
 
 
-def test_codes_accepted_only_once_make_polls_slower_and_never_refuse_a_login(make_stack, clock):
+def test_codes_accepted_only_once_make_polls_slower_and_never_refuse_a_login(client_of, clock):
     _at_phase(clock, 10)
-    stack = make_stack([account(1)], simulator={"token_lifetime": 40, "reject_reused_otp": True})
-    for _ in range(12):
-        stack.poll()
-        assert stack.value("ibanera_up", connection="c0") == 1
-        clock.advance(1)
-    sim = stack.simulator
-    assert sim.otp_rejections > 0  # the server did refuse reused codes: the test tests something
-    assert sim.logins_failed == 0 and not sim.locked
+    with Simulator([account(1)], clock=clock, token_lifetime=40, reject_reused_otp=True) as sim:
+        client = client_of(sim)
+        for _ in range(12):
+            client.fetch_balances()
+            clock.advance(1)
+        assert sim.otp_rejections > 0  # the server did refuse reused codes: the test tests something
+        assert clock.waits  # and polls waited for fresh codes: slower, as they must be
+        assert sim.logins_failed == 0 and not sim.locked
 
 
-def test_a_due_renewal_waits_for_a_fresh_step_while_the_token_serves(make_stack, clock):
+def test_a_due_renewal_waits_for_a_fresh_step_while_the_token_serves(client_of, clock):
     # One-hour tokens: renewal is due in the last minute. Logged in at 2 s into a step, so the
     # token ends 2 s into one too, and 61 s before the end is 1 s into a step.
     _at_phase(clock, 2)
-    waits = _waits(clock)
-    stack = make_stack([account(1)])
-    stack.poll()
-    clock.advance(3600 - 61)
-    stack.poll()  # 61 s left: not due; this poll uses the step
-    clock.advance(2)
-    stack.poll()  # 59 s left: due, but this step is used: the token serves, nobody waits
-    assert stack.simulator.logins_succeeded == 1
-    clock.advance(27)
-    stack.poll()  # a new step: the renewal takes it
-    assert stack.simulator.logins_succeeded == 2
-    clock.advance(1)
-    stack.poll()  # and the new token serves
-    assert stack.simulator.logins_succeeded == 2
-    assert waits == [] and stack.value("ibanera_up", connection="c0") == 1
+    with Simulator([account(1)], clock=clock) as sim:
+        client = client_of(sim)
+        client.fetch_balances()
+        clock.advance(3600 - 61)
+        client.fetch_balances()  # 61 s left: not due; this poll uses the step
+        clock.advance(2)
+        client.fetch_balances()  # 59 s left: due, but this step is used: the token serves, nobody waits
+        assert sim.logins_succeeded == 1
+        clock.advance(27)
+        client.fetch_balances()  # a new step: the renewal takes it
+        assert sim.logins_succeeded == 2
+        clock.advance(1)
+        client.fetch_balances()  # and the new token serves
+        assert sim.logins_succeeded == 2
+        assert clock.waits == []
