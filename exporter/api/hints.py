@@ -61,8 +61,10 @@ def failure_hint(error: ApiError, connection: ConnectionConfig) -> str | None:
         return f"{host} did not answer within request_timeout: check the network, or raise request_timeout"
     if isinstance(error, TransientError):
         return "the API is having trouble: try again in a few minutes"
-    if isinstance(error, (LoginPaused, LoginsStopped)):
+    if isinstance(error, LoginPaused):
         return "a refused login paused logins, so that the account is not locked: fix the credentials and wait"
+    if isinstance(error, LoginsStopped):
+        return "refused logins stopped them, so that the account is not locked: do what the cause says"
     if isinstance(error, ResponseTooLarge):
         return "raise max_response_size, or use a smaller page_size"
     if isinstance(error, TooManyPages):
