@@ -15,7 +15,14 @@ FROM ${PYTHON_IMAGE}
 # Same base image as the build stage: the venv's interpreter path stays valid.
 COPY --from=build /opt/ibanera-exporter /opt/ibanera-exporter
 COPY deploy/config.yaml /etc/ibanera-exporter/config.yaml
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ibanera
+# User and group 10001, as the Kubernetes Deployment runs it. /var/lib/ibanera-exporter holds
+# the login state that must survive a restart (--storage.path): a volume, so that it stays
+# writable under a read-only root file system.
+RUN groupadd --system --gid 10001 ibanera \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin ibanera \
+ && mkdir -p /var/lib/ibanera-exporter \
+ && chown 10001:10001 /var/lib/ibanera-exporter
+VOLUME /var/lib/ibanera-exporter
 ENV PATH=/opt/ibanera-exporter/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -26,4 +33,4 @@ EXPOSE 10095
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:10095/-/healthy', timeout=4)"]
 ENTRYPOINT ["ibanera-exporter"]
-CMD ["--config.file=/etc/ibanera-exporter/config.yaml"]
+CMD ["--config.file=/etc/ibanera-exporter/config.yaml", "--storage.path=/var/lib/ibanera-exporter"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .api.client import IbaneraClient
 from .api.memory import LoginMemory
-from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
+from .config import AccountConfig, Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
 from .poller import ConnectionStatus, Poller
@@ -79,6 +79,8 @@ def _demo_config(simulator: Simulator) -> Config:
         totp_secret=Secret(simulator.totp_secret_base32),
         page_size=5,  # the demo has 7 accounts: two pages, so pagination is on show
         cards=True,
+        accounts={1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000")),
+                  1002: AccountConfig(name="Suppliers EUR")},
     )
     return Config(
         connections=(connection,),

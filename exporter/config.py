@@ -70,6 +70,14 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class AccountConfig:
+    """How a treasury team knows one asset account: its display name and its own floor."""
+
+    name: str | None = None
+    low_available_balance: Decimal | None = None  # overrides the asset's threshold
+
+
+@dataclass(frozen=True)
 class ConnectionConfig:
     name: str
     username: Secret
@@ -86,6 +94,7 @@ class ConnectionConfig:
     tls_insecure_skip_verify: bool = False
     cards: bool = False  # also poll GET /customer/cards/balances
     cards_holder_name_label: bool = False  # card holders' names are personal data
+    accounts: Mapping[int, AccountConfig] = field(default_factory=dict)  # by asset account id
 
 
 @dataclass(frozen=True)
@@ -246,7 +255,7 @@ def _type_name(value: object) -> str:
 
 _SECRET_KEYS = ("username", "password", "totp_secret")
 _CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages", "ca_file",
-                    "tls_insecure_skip_verify", "cards", "cards_holder_name_label"} | {
+                    "tls_insecure_skip_verify", "cards", "cards_holder_name_label", "accounts"} | {
     k for s in _SECRET_KEYS for k in (s, f"{s}_file")
 }
 _TOP_KEYS = {
@@ -287,6 +296,7 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
     return ConnectionConfig(
         ca_file=ca_file,
         **flags,
+        accounts=read_accounts(reader, data.get("accounts", {}), f"{key}.accounts"),
         name=name,
         base_url=base_url,
         username=username,
@@ -322,16 +332,71 @@ def _read_thresholds(reader: _Reader, data: Yaml, name: str) -> dict[str, Decima
         if code(asset) in spelled:
             raise reader.error(key, f"the same code as {spelled[code(asset)]} (codes are case-insensitive)")
         spelled[code(asset)] = asset
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise reader.error(key, f"expected a number, got {_type_name(value)}")
-        try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            raise reader.error(key, f"expected a number, got {value!r}") from None
-        if not amount.is_finite():
-            raise reader.error(key, f"expected a finite number, got {value!r}")
-        result[code(asset)] = amount
+        result[code(asset)] = _amount(reader, value, key)
     return result
+
+
+def _amount(reader: _Reader, value: object, key: str) -> Decimal:
+    """A finite number, as an exact Decimal."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise reader.error(key, f"expected a number, got {_type_name(value)}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise reader.error(key, f"expected a number, got {value!r}") from None
+    if not amount.is_finite():
+        raise reader.error(key, f"expected a finite number, got {value!r}")
+    return amount
+
+
+MAX_ACCOUNT_NAME_LENGTH = 100
+_ACCOUNT_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+def read_accounts(reader: _Reader, data: object, key: str) -> dict[int, AccountConfig]:
+    """`accounts:` of a connection: {asset account id: AccountConfig}.
+
+    Keys are the API's ids, written as numbers or as quoted digits ("1001"), as YAML users do both.
+    """
+    if not isinstance(data, dict):
+        raise reader.error(key, f"expected a mapping of asset account id to name and floor, got {_type_name(data)}")
+    result: dict[int, AccountConfig] = {}
+    for raw_id, entry in data.items():
+        account_id = _account_id(reader, raw_id, f"{key}.{raw_id}")
+        if account_id in result:
+            raise reader.error(f"{key}.{raw_id}", f"account {account_id} is listed twice")
+        result[account_id] = _read_account(reader, entry, f"{key}.{raw_id}")
+    return result
+
+
+def _account_id(reader: _Reader, raw_id: object, key: str) -> int:
+    # bool is an int in Python, and YAML reads `yes:` as True: neither is an account id.
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id >= 0:
+        return raw_id
+    if isinstance(raw_id, str) and _ACCOUNT_ID.match(raw_id):
+        return int(raw_id)
+    raise reader.error(key, f"an asset account id is a whole number of zero or more, got {raw_id!r}")
+
+
+def _read_account(reader: _Reader, entry: object, key: str) -> AccountConfig:
+    entry = reader.mapping(entry, key, {"name", "low_available_balance"})
+    if not entry:
+        raise reader.error(key, "set name, low_available_balance or both")
+    name = entry.get("name")
+    if name is not None:
+        # A display name goes into labels, legends and alert summaries: one printable line.
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_ACCOUNT_NAME_LENGTH:
+            raise reader.error(f"{key}.name", f"expected a name of 1-{MAX_ACCOUNT_NAME_LENGTH} characters, "
+                                              f"got {_type_name(name)}")
+        if not name.isprintable():
+            raise reader.error(f"{key}.name", "must be one line of printable characters")
+    floor = None
+    if "low_available_balance" in entry:
+        floor = _amount(reader, entry["low_available_balance"], f"{key}.low_available_balance")
+        # Ibanera accounts have no overdraft: a negative floor is a typo that would never alert.
+        if floor < 0:
+            raise reader.error(f"{key}.low_available_balance", f"must be zero or more, got {entry['low_available_balance']!r}")
+    return AccountConfig(name=name, low_available_balance=floor)
 
 
 def parse_config(data: object, source: str, environ: Mapping[str, str] | None = None, base_dir: Path | None = None) -> Config:

@@ -24,7 +24,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .config import Config, format_duration
+from .config import Config, ConnectionConfig, format_duration
 from .model import AccountBalance, CardBalance
 from .poller import ConnectionStatus, PartStatus, Snapshot
 
@@ -210,6 +210,10 @@ class HealthCollector(Collector):
                  render_failures: Callable[[], Mapping[str, int]]) -> None:
         self._statuses = statuses
         self._render_failures = render_failures
+        # The accounts map is read from here at every scrape, never copied, so that a Config
+        # swapped in at run time (a reload) shows at the next scrape.
+        self.config = config
+        self._unknown_ids = _UnknownIds()
         self._poll_interval = config.poll_interval
         self._thresholds = config.low_available_balance
         self._card_thresholds = config.low_available_card_balance
@@ -228,6 +232,10 @@ class HealthCollector(Collector):
         for asset, amount in sorted(self._thresholds.items()):
             threshold.add_metric([asset], float(amount))
         yield threshold
+        connections = self.config.connections  # once: a reload may swap the Config meanwhile
+        if any(c.accounts for c in connections):  # like the card families: only when configured
+            yield from account_families(connections)
+            self._unknown_ids.warn(connections, statuses)
         if self._card_thresholds:
             card_threshold = GaugeMetricFamily(
                 "ibanera_card_low_threshold",
@@ -341,6 +349,53 @@ def _part_health(names: PartFamilies, parts: Sequence[tuple[str, PartStatus[Row]
         for reason, value in sorted(part.failures.items()):
             failures.add_metric([connection, reason], value)
     return up, count, last_success, failures
+
+
+def account_families(connections: Sequence[ConnectionConfig]) -> tuple[Metric, Metric]:
+    """What the `accounts:` maps say: display names and per-account floors."""
+    info = GaugeMetricFamily("ibanera_account_info", "Display name of an asset account, from accounts in the config; "
+                             "always 1.", labels=["connection", "asset_account_id", "name"])
+    floor = GaugeMetricFamily(
+        "ibanera_account_low_threshold",
+        "Available balance below which this asset account counts as low, from accounts.<id>.low_available_balance "
+        "in the config; where set, it replaces ibanera_balance_low_threshold of the account's asset.",
+        labels=["connection", "asset_account_id"],
+    )
+    for connection in connections:
+        for account_id, account in sorted(connection.accounts.items()):
+            if account.name is not None:
+                info.add_metric([connection.name, str(account_id), account.name], 1)
+            if account.low_available_balance is not None:
+                floor.add_metric([connection.name, str(account_id)], float(account.low_available_balance))
+    return info, floor
+
+
+class _UnknownIds:
+    """Warns once about each configured account id that a good poll did not return.
+
+    A warning, not an error: accounts come and go, and the config may name one before it opens.
+    Each snapshot is looked at once, so a scrape costs nothing more with many accounts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, Snapshot[AccountBalance]] = {}  # the last snapshot looked at, per connection
+        self._warned: set[tuple[str, int]] = set()
+
+    def warn(self, connections: Sequence[ConnectionConfig], statuses: Sequence[ConnectionStatus]) -> None:
+        configured = {c.name: c.accounts for c in connections if c.accounts}
+        with self._lock:  # scrapes run in parallel; each warning is still written once
+            for status in statuses:
+                snapshot = status.accounts.snapshot
+                if status.name not in configured or snapshot is None or self._seen.get(status.name) is snapshot:
+                    continue
+                self._seen[status.name] = snapshot
+                polled = {a.asset_account_id for a in snapshot.rows}
+                for account_id in sorted(configured[status.name].keys() - polled):
+                    if (status.name, account_id) not in self._warned:
+                        self._warned.add((status.name, account_id))
+                        log.warning("an account in the config is not among the polled accounts",
+                                    extra={"connection": status.name, "asset_account_id": account_id})
 
 
 def build_registry(collector: Collector) -> CollectorRegistry:

@@ -7,7 +7,9 @@ a background thread's timing; the CLI tests cover the threads.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +154,17 @@ def make_stack(clock):
     yield make
     for stack in started:
         stack.close()
+
+
+def required_tool(name: str, package: str) -> str:
+    """The path of a program the test needs: without it, skip on a developer's machine, fail in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not found: install the Debian package '{package}' (apt-get install {package}; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 SCRIPT = str(Path(sys.executable).parent / "ibanera-exporter")

@@ -7,19 +7,17 @@ Without them these tests skip with a plain message on a developer's machine, and
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
-import time
 from decimal import Decimal
 
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, FakeClock, Running, build_stack
+from conftest import ROOT, FakeClock, Running, build_stack, required_tool
+from daemons import Prometheus, eventually
 
+from exporter.config import AccountConfig
 from exporter.simulator import demo_accounts
 
 DASHBOARDS = ROOT / "dashboards"
@@ -30,13 +28,7 @@ VARIABLES = {"$connection": ".*", "$asset": ".*", "$account": ".*"}
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found: install the Debian package 'prometheus' (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return required_tool(name, "prometheus")
 
 
 def alert_rules() -> list[dict]:
@@ -191,33 +183,7 @@ def test_promtool_check_metrics_finds_no_problem(demo_exposition):
 # -- a real Prometheus scraping the exporter ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=5)
-
-    def query(self, expr: str) -> list[dict]:
-        body = self.http.get("/api/v1/query", params={"query": expr}).json()
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def alerts(self, name: str) -> list[dict]:
-        return [a for a in self.http.get("/api/v1/alerts").json()["data"]["alerts"] if a["labels"]["alertname"] == name]
-
-
-def eventually(check, timeout: float = 20.0):
-    """check() until it returns something truthy; what it returned last is in the failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.25)
+LIVE_ACCOUNTS = {1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000"))}
 
 
 @pytest.fixture(scope="module")
@@ -225,44 +191,25 @@ def live(tmp_path_factory):
     """The exporter polling the simulator every second, a real Prometheus scraping it every second."""
     binary = tool("prometheus")
     stack = build_stack(
-        FakeClock(), demo_accounts(), connections=({"cards": True},),
+        FakeClock(), demo_accounts(), connections=({"cards": True, "accounts": LIVE_ACCOUNTS},),
         config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000"), "USDC": Decimal("5000")},
                 "low_available_card_balance": {"USD": Decimal("200"), "EUR": Decimal("100")}},
     )
-    stack.start_polling()
-    work = tmp_path_factory.mktemp("prometheus")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS), str(RULES)],
-        "scrape_configs": [{"job_name": "ibanera", "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}],
-    }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    log = open(work / "prometheus.log", "w")  # noqa: SIM115 - open for the server's whole life
-    process = subprocess.Popen(
-        [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    prometheus = Prometheus(f"http://127.0.0.1:{port}")
     try:
-        ready = eventually(lambda: _ready(prometheus), timeout=30)
-        assert ready, (work / "prometheus.log").read_text()
-        # Enough scrapes for rate() and increase() over the 10s window the queries use.
-        assert eventually(lambda: prometheus.query("count_over_time(ibanera_up[10s]) >= 6"), timeout=30)
-        yield stack, prometheus
+        stack.start_polling()
+        prometheus = Prometheus(binary, tmp_path_factory.mktemp("prometheus"), {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERTS), str(RULES)],
+            "scrape_configs": [{"job_name": "ibanera", "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}],
+        })
+        try:
+            # Enough scrapes for rate() and increase() over the 10s window the queries use.
+            assert eventually(lambda: prometheus.query("count_over_time(ibanera_up[10s]) >= 6"), timeout=30)
+            yield stack, prometheus
+        finally:
+            prometheus.stop()
     finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
         stack.close()
-
-
-def _ready(prometheus: Prometheus) -> bool:
-    try:
-        return prometheus.http.get("/-/ready").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_real_prometheus_scrapes_the_exporter(live):
@@ -278,6 +225,22 @@ def test_every_dashboard_query_returns_data(live):
         assert eventually(lambda expr=expr: prometheus.query(expr), timeout=10), f"no data for panel {title!r}: {expr}"
 
 
+def test_the_account_variable_shows_names_beside_ids(live):
+    """Grafana runs the variable's query_result() and reads ids and texts with its regex."""
+    _, prometheus = live
+    (variable,) = [v for v in dashboard()["templating"]["list"] if v["name"] == "account"]
+    expr = variable["query"]["query"].removeprefix("query_result(").removesuffix(")")
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    regex = re.compile(variable["regex"].strip("/").replace("(?<", "(?P<"))
+    options = {}
+    for series in prometheus.query(expr):
+        text = "{" + ", ".join(f'{k}="{v}"' for k, v in series["metric"].items()) + "}"
+        match = regex.search(text)
+        options[match.group("value")] = match.group("text")
+    assert options == {str(a.id): "1001 · Payroll USD" if a.id == 1001 else str(a.id) for a in demo_accounts()}
+
+
 def test_the_suppressed_demo_account_fires_its_alert(live):
     _, prometheus = live
     firing = eventually(lambda: [a for a in prometheus.alerts("IbaneraAccountSuppressed") if a["state"] == "firing"])
@@ -291,11 +254,13 @@ def test_draining_an_account_raises_the_low_balance_alert(live):
         return [a for a in prometheus.alerts("IbaneraBalanceLow") if a["labels"]["asset_account_id"] == "1001"]
 
     assert low_for_1001() == []
-    stack.simulator.update_account(1001, available=Decimal("12.34"), pending=Decimal("0"), total=Decimal("12.34"))
+    # Above the USD threshold (10 000), below the account's own floor (50 000).
+    stack.simulator.update_account(1001, available=Decimal("12345.67"), pending=Decimal("0"), total=Decimal("12345.67"))
     alerts = eventually(low_for_1001)
     assert alerts and alerts[0]["state"] in ("pending", "firing")
-    assert alerts[0]["labels"]["severity"] == "warning"
-    assert alerts[0]["annotations"]["description"].startswith("Available USD on account 1001 (c0) is 12.34")
+    assert alerts[0]["labels"]["severity"] == "warning" and alerts[0]["labels"]["name"] == "Payroll USD"
+    assert alerts[0]["annotations"]["summary"] == "Ibanera Payroll USD (1001) on c0 is below its low-balance floor."
+    assert alerts[0]["annotations"]["description"].startswith("Available USD on Payroll USD (1001) (c0) is 12.35k")
 
 
 def test_a_card_below_its_threshold_raises_its_alert(live):

@@ -1,8 +1,8 @@
 """The container image and the Kubernetes manifests, proven as far as this machine allows.
 
-No Docker engine runs here, so the image is proven by hadolint and by performing its
-install steps by hand; the manifests are validated offline (core kinds with
-kubernetes-validate, Prometheus Operator kinds against their CRD schemas).
+The image is built and run with podman in tests/test_image.py; here it is linted by hadolint
+and its install steps are performed outside a container. The manifests are validated offline
+(core kinds with kubernetes-validate, Prometheus Operator kinds against their CRD schemas).
 """
 
 from __future__ import annotations

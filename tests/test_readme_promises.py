@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import POLL_FAILURE_REASONS
-from exporter.config import ConfigError, RetryPolicy, Secret, load_config
+from exporter.config import AccountConfig, ConfigError, RetryPolicy, Secret, load_config
 from exporter.simulator import Fault, SimCard, Simulator
 
 README = (ROOT / "README.md").read_text()
@@ -186,10 +186,11 @@ def test_the_metric_tables_are_what_metrics_serves(make_stack):
     """Every documented family is served with its type and labels, and nothing undocumented
     is. Mutations: a label renamed or added, a family renamed, a counter served as a gauge."""
     documented = documented_metrics()
-    assert len(documented) == 29
+    assert len(documented) == 31
     stack = make_stack(
         [account(1)], simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1), Decimal(0), "0001", "R", "Ann")]},
-        connections=[{"cards": True, "cards_holder_name_label": True}],
+        connections=[{"cards": True, "cards_holder_name_label": True,
+                      "accounts": {1: AccountConfig(name="Payroll", low_available_balance=Decimal(1))}}],
         config={"low_available_balance": {"USD": Decimal(1)}, "low_available_card_balance": {"USD": Decimal(1)}},
     )
     stack.poll()

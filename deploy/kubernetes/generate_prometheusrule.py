@@ -1,29 +1,29 @@
-"""Write prometheusrule.yaml from dashboards/alerts.yaml and dashboards/rules.yaml.
+"""Write prometheusrule.yaml: the rules of exporter/rules.py as a Prometheus Operator PrometheusRule.
 
-    python deploy/kubernetes/generate_prometheusrule.py
+    python deploy/kubernetes/generate_prometheusrule.py     (or: make rules)
 
-The rule files are the source; the test suite fails when this file falls behind them.
+exporter/rules.py is the source, as for dashboards/alerts.yaml and rules.yaml; the test suite
+fails when this file falls behind it.
 """
 
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from exporter.rules import alert_groups, recording_groups
+
 TARGET = Path(__file__).with_name("prometheusrule.yaml")
 
 
 def prometheus_rule() -> dict:
-    groups = [g for name in ("alerts.yaml", "rules.yaml")
-              for g in yaml.safe_load((ROOT / "dashboards" / name).read_text())["groups"]]
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": "ibanera-exporter", "labels": {"app.kubernetes.io/name": "ibanera-exporter"}},
-        "spec": {"groups": groups},
+        "spec": {"groups": alert_groups() + recording_groups()},
     }
 
 
 if __name__ == "__main__":
-    header = "# Generated from dashboards/alerts.yaml and dashboards/rules.yaml by generate_prometheusrule.py: edit those.\n"
+    header = "# Generated from exporter/rules.py by deploy/kubernetes/generate_prometheusrule.py: edit the rules there.\n"
     TARGET.write_text(header + yaml.safe_dump(prometheus_rule(), sort_keys=False, width=120))

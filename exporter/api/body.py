@@ -18,7 +18,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS}
 
 
-def read_body(endpoint: str, content_encoding: str | None, raw_chunks: Iterable[bytes], limit: int) -> bytes:
+def read_body(endpoint: str, content_encoding: str | None, raw_chunks: Iterable[bytes], limit: int) -> bytearray:
     """The decoded body, or ResponseTooLarge as soon as it would pass `limit` bytes."""
     encodings = [e.strip().lower() for e in (content_encoding or "").split(",") if e.strip()]
     encodings = [e for e in encodings if e != "identity"]
@@ -49,7 +49,7 @@ def read_body(endpoint: str, content_encoding: str | None, raw_chunks: Iterable[
             raise MalformedResponse(f"{endpoint}: data after the end of the compressed body")
     if decoder is not None and received and not decoder.eof:
         raise MalformedResponse(f"{endpoint}: the compressed body is truncated")
-    return bytes(body)
+    return body  # not copied into bytes: at the limit, a copy would double the peak
 
 
 def _append(body: bytearray, data: bytes, endpoint: str, limit: int) -> None:

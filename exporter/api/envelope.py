@@ -65,7 +65,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> JsonObject:
     return result
 
 
-def loads_strict(content: bytes) -> object:
+def loads_strict(content: bytes | bytearray) -> object:
     """JSON -> Python with Decimal numbers; ValueError for anything not strictly JSON."""
     try:
         return json.loads(content, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant,
@@ -115,7 +115,8 @@ def _folded(payload: object) -> JsonObject | None:
     return fold_keys(payload) if isinstance(payload, dict) else None
 
 
-def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], content: bytes, now: float) -> JsonObject:
+def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], content: bytes | bytearray,
+                    now: float) -> JsonObject:
     """An HTTP reply -> the envelope of a success, or the ApiError that says what went wrong."""
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(headers.get("Retry-After"), now)

@@ -1,0 +1,114 @@
+"""Accounts by name, with a floor each: the `accounts:` map of a connection and its two metric families."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+from conftest import account
+from test_config import MINIMAL, error_of, load
+
+from exporter.config import AccountConfig, Config, ConnectionConfig, Secret
+from exporter.metrics import HealthCollector
+
+WITH_ACCOUNTS = MINIMAL + """    accounts:
+      1001: {name: Payroll USD, low_available_balance: 50000}
+      "1002": {name: 'Suppliers "EU"'}
+      1003: {low_available_balance: 0.5}
+"""
+
+
+def test_accounts_by_numeric_or_quoted_id(tmp_path):
+    accounts = load(tmp_path, WITH_ACCOUNTS).connections[0].accounts
+    assert accounts == {
+        1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000")),
+        1002: AccountConfig(name='Suppliers "EU"'),
+        1003: AccountConfig(low_available_balance=Decimal("0.5")),
+    }
+    assert load(tmp_path, MINIMAL).connections[0].accounts == {}
+
+
+@pytest.mark.parametrize(
+    "entries, key, says",
+    [
+        ("abc: {name: x}", "accounts.abc", "whole number"),
+        ("-5: {name: x}", "accounts.-5", "whole number"),
+        ("1.5: {name: x}", "accounts.1.5", "whole number"),
+        ("yes: {name: x}", "accounts.True", "whole number"),  # YAML 1.1 reads `yes` as true
+        ("1001: {name: x}\n      '1001': {name: y}", "accounts.1001", "listed twice"),
+        ("1001: {}", "accounts.1001", "set name, low_available_balance or both"),
+        ("1001: Payroll", "accounts.1001", "expected a mapping"),
+        ("1001: {nmae: Payroll}", "accounts.1001.nmae", "unknown key"),
+        ("1001: {name: ''}", "accounts.1001.name", "1-100 characters"),
+        ("1001: {name: 42}", "accounts.1001.name", "got a number"),
+        ('1001: {name: "two\\nlines"}', "accounts.1001.name", "one line of printable characters"),
+        ("1001: {low_available_balance: -50000}", "accounts.1001.low_available_balance", "zero or more"),
+        ("1001: {low_available_balance: .inf}", "accounts.1001.low_available_balance", "finite"),
+        ("1001: {low_available_balance: plenty}", "accounts.1001.low_available_balance", "number"),
+    ],
+)
+def test_each_mistake_in_the_accounts_map_names_its_key(tmp_path, entries, key, says):
+    message = error_of(tmp_path, MINIMAL + "    accounts:\n      " + entries + "\n")
+    assert f"connections[0].{key}" in message and says in message, message
+
+
+def test_accounts_that_is_not_a_mapping(tmp_path):
+    message = error_of(tmp_path, MINIMAL + "    accounts: [1001]\n")
+    assert "connections[0].accounts" in message and "a list" in message
+
+
+# -- exported -------------------------------------------------------------------------
+
+NAMES = {
+    1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000.25")),
+    1002: AccountConfig(name='Back\\slash "quoted" – Zürich'),  # escaped in the exposition, read back exactly
+    1003: AccountConfig(low_available_balance=Decimal("0")),
+}
+
+
+def families(stack) -> dict:
+    return {key: value for key, value in stack.metrics().items() if key[0].startswith("ibanera_account_")
+            and key[0] != "ibanera_account_suppressed"}
+
+
+def test_names_and_floors_are_exported(make_stack):
+    stack = make_stack([account(1001), account(1002), account(1003)], connections=[{"accounts": NAMES}])
+    stack.poll()
+    assert families(stack) == {
+        ("ibanera_account_info", frozenset({"connection": "c0", "asset_account_id": "1001", "name": "Payroll USD"}.items())): 1.0,
+        ("ibanera_account_info", frozenset({"connection": "c0", "asset_account_id": "1002",
+                                            "name": 'Back\\slash "quoted" – Zürich'}.items())): 1.0,
+        ("ibanera_account_low_threshold", frozenset({"connection": "c0", "asset_account_id": "1001"}.items())): 50000.25,
+        ("ibanera_account_low_threshold", frozenset({"connection": "c0", "asset_account_id": "1003"}.items())): 0.0,
+    }
+
+
+def test_without_an_accounts_map_nothing_is_exported(make_stack):
+    stack = make_stack([account(1001)])
+    stack.poll()
+    assert families(stack) == {}
+
+
+def test_an_unknown_account_id_is_warned_about_once(make_stack, caplog):
+    stack = make_stack([account(1001)], connections=[{"accounts": {1001: AccountConfig(name="A"), 4242: AccountConfig(name="B")}}])
+    with caplog.at_level(logging.WARNING, logger="exporter.metrics"):
+        for _ in range(3):
+            stack.poll()
+            stack.metrics()
+    warnings = [r for r in caplog.records if r.name == "exporter.metrics"]
+    assert [(r.levelname, r.asset_account_id, r.connection) for r in warnings] == [("WARNING", 4242, "c0")]
+    # Still exported: the account may simply not be open yet.
+    labels = frozenset({"connection": "c0", "asset_account_id": "4242", "name": "B"}.items())
+    assert stack.metrics()[("ibanera_account_info", labels)] == 1.0
+
+
+def test_a_config_swapped_at_run_time_shows_at_the_next_scrape():
+    def config(accounts: dict[int, AccountConfig]) -> Config:
+        secret = Secret("x")
+        return Config(connections=(ConnectionConfig("c0", secret, secret, secret, accounts=accounts),))
+
+    collector = HealthCollector(lambda: [], config({1001: AccountConfig(name="Old")}), "test", lambda: {})
+    collector.config = config({1001: AccountConfig(name="New")})
+    info = next(m for m in collector.collect() if m.name == "ibanera_account_info")
+    assert [s.labels["name"] for s in info.samples] == ["New"]
