@@ -82,7 +82,7 @@ def _listening_url(log_path: Path, deadline: float) -> str:
 
 def run(seconds: float, fault_rate: float, accounts: int, workdir: Path) -> SoakReport:
     simulator = Simulator(_accounts(accounts), token_lifetime=60, drift_every=0.5).start()
-    simulator.served = {}
+    simulator.record_served()
     config = {
         "poll_interval": "1s", "request_timeout": "1s",
         "retry": {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "500ms"},

@@ -10,9 +10,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .api.client import IbaneraClient
@@ -21,9 +22,11 @@ from .config import AccountConfig, Config, ConfigError, ConnectionConfig, Secret
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
 from .poller import ConnectionStatus, Poller
-from .simulator import Simulator
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
 from .webconfig import WebConfigError, WebConfigWatcher
+
+if TYPE_CHECKING:  # imported for real only under --demo: the daemon never loads the simulator, nor pyotp
+    from .simulator import Simulator
 
 DEFAULT_LISTEN_ADDRESS = ":10095"  # outside 9100-9999: an exporter for one vendor's API
 SHUTDOWN_GRACE_SECONDS = 1.5
@@ -56,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                         "used, a login pause); without it the first login after a start waits up to 30s")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and its secrets, print what would be polled, and exit")
+    parser.add_argument("--connection.check", dest="connection_check", action="store_true",
+                        help="log in once per connection, read every page, print what was found and exit 0, or say "
+                        "why not and exit 1")
     parser.add_argument("--demo", action="store_true",
                         help="poll a built-in simulator of the Ibanera API on loopback instead of the config file; "
                         "no credentials needed")
@@ -93,8 +99,10 @@ def _describe(config: Config, source: str) -> str:
     ]
     for c in config.connections:
         lines.append(
-            f"  connection {c.name}: {c.base_url}, {c.page_size} accounts per page (at most {c.max_pages} pages), "
-            f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
+            f"  connection {c.name}: {c.base_url}, "
+            + ("all accounts in one request, " if c.page_size == "all"
+               else f"{c.page_size} accounts per page (at most {c.max_pages} pages), ")
+            + f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
             + (f", card balances too{' with holder names' if c.cards_holder_name_label else ''}" if c.cards else "")
         )
     thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))
@@ -103,6 +111,29 @@ def _describe(config: Config, source: str) -> str:
         cards = ", ".join(f"{c} < {amount}" for c, amount in sorted(config.low_available_card_balance.items()))
         lines.append(f"  low available card balance thresholds: {cards}")
     return "\n".join(lines)
+
+
+def _check(config: Config, source: str, connection_check: bool, storage: Path | None, demo: bool) -> int:
+    if not connection_check:
+        print(_describe(config, source))
+        return 0
+    from .check import check_all  # only the check needs it
+
+    # The same login memory as the daemon: a recorded pause stops the check's login too,
+    # and its login's step and any refusal are recorded for the daemon that follows.
+    tables, ok = check_all(config, _login_memory(config, storage, demo))
+    print(tables)
+    return 0 if ok else 1
+
+
+def _login_memory(config: Config, storage: Path | None, demo: bool) -> Callable[[ConnectionConfig], LoginMemory]:
+    def memory(connection: ConnectionConfig) -> LoginMemory:
+        # The built-in simulator is new with this process: none of its codes was ever used.
+        if demo:
+            return LoginMemory.first_contact()
+        return LoginMemory.open(storage, connection.name, time.time(), config.login_backoff)
+
+    return memory
 
 
 def _fail(message: str, code: int) -> int:
@@ -129,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     simulator = None
     if args.demo:
+        from .simulator import Simulator
+
         simulator = Simulator(drift_every=5.0).start()
         config, source = _demo_config(simulator), "demo"
     else:
@@ -136,27 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, source = load_config(args.config_file), args.config_file
         except ConfigError as exc:
             return _fail(str(exc), 2)
-    if args.config_check:
-        print(_describe(config, source))
-        if simulator:
-            simulator.stop()
-        return 0
     storage = Path(args.storage_path) if args.storage_path else None
     if storage is not None and not (storage.is_dir() and os.access(storage, os.W_OK | os.X_OK)):
         return _fail(f"--storage.path: {storage} is not a writable folder", 2)
+    if args.config_check or args.connection_check:
+        code = _check(config, source, args.connection_check, storage, simulator is not None)
+        if simulator:
+            simulator.stop()
+        return code
     return _serve(config, address, args.telemetry_path, simulator, web_config, storage)
 
 
 def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
            web_config: WebConfigWatcher | None, storage: Path | None) -> int:
     stop = threading.Event()
-
-    def memory(connection: ConnectionConfig) -> LoginMemory:
-        # The built-in simulator is new with this process: none of its codes was ever used.
-        if simulator is not None:
-            return LoginMemory.first_contact()
-        return LoginMemory.open(storage, connection.name, time.time(), config.login_backoff)
-
+    memory = _login_memory(config, storage, simulator is not None)
     pollers = [Poller(IbaneraClient(c, config, memory=memory(c), stop_event=stop), config.poll_interval, stop)
                for c in config.connections]
 

@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
+from .dialect import code
 from .totp import SecretDecodeError, decode_secret
 
 DEFAULT_BASE_URL = "https://public-api.ibanera.com"
@@ -84,7 +85,9 @@ class ConnectionConfig:
     totp_secret: Secret
     base_url: str = DEFAULT_BASE_URL
     totp_secret_encoding: str = "base32"
-    page_size: int = 100
+    # Accounts (and cards) per request; "all": the balances in one request without paging
+    # parameters, which the docs say returns the whole list (cards always page).
+    page_size: int | Literal["all"] = 100
     # A server that keeps answering "there is another page" must not keep us polling forever.
     max_pages: int = 1000
     ca_file: Path | None = None  # CA bundle for the API's certificate instead of the system's
@@ -300,21 +303,36 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
         password=password,
         totp_secret=totp_secret,
         totp_secret_encoding=encoding,
-        page_size=reader.integer(data, "page_size", f"{key}.page_size", _default(ConnectionConfig, "page_size"), 1, 10_000),
+        page_size=_read_page_size(reader, data, f"{key}.page_size"),
         max_pages=reader.integer(data, "max_pages", f"{key}.max_pages", _default(ConnectionConfig, "max_pages"), 1, 1_000_000),
     )
+
+
+def _read_page_size(reader: _Reader, data: Yaml, key: str) -> int | Literal["all"]:
+    value = data.get("page_size")
+    if value == "all":
+        return "all"
+    if isinstance(value, str):
+        raise reader.error(key, f"expected a whole number from 1 to 10000, or all, got {value!r}")
+    return reader.integer(data, "page_size", key, _default(ConnectionConfig, "page_size"), 1, 10_000)
 
 
 def _read_thresholds(reader: _Reader, data: Yaml, name: str) -> dict[str, Decimal]:
     per_asset = data.get(name, {})
     if not isinstance(per_asset, dict):
         raise reader.error(f"thresholds.{name}", f"expected a mapping of asset to amount, got {_type_name(per_asset)}")
-    result = {}
+    result: dict[str, Decimal] = {}
+    spelled: dict[str, str] = {}  # code -> as the config spells it
     for asset, value in per_asset.items():
         key = f"thresholds.{name}.{asset}"
         if not isinstance(asset, str) or not asset:
             raise reader.error(key, "asset must be a non-empty string")
-        result[asset] = _amount(reader, value, key)
+        # Codes are case-insensitive (the API sends "usd" as well as "USD"), and exported in
+        # upper case: usd and USD are one threshold, and setting both is a mistake.
+        if code(asset) in spelled:
+            raise reader.error(key, f"the same code as {spelled[code(asset)]} (codes are case-insensitive)")
+        spelled[code(asset)] = asset
+        result[code(asset)] = _amount(reader, value, key)
     return result
 
 

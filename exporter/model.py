@@ -1,8 +1,10 @@
 """Asset-account and card balances as the API reports them, validated one row at a time.
 
-Amounts arrive as JSON numbers and are decoded straight into Decimal (the client uses
-json.loads(parse_float=Decimal)), so 0.00000001 BTC and 12345678901.23 USD stay exact
-until the single conversion to float at the exposition edge.
+Amounts are JSON numbers, decoded straight into Decimal (the client uses
+json.loads(parse_float=Decimal)), or decimal strings read by one strict grammar
+(exporter.dialect), so 0.00000001 BTC and 12345678901.23 USD stay exact until the single
+conversion to float at the exposition edge. Keys are matched case-insensitively; apart
+from the spellings the docs show (exporter.dialect), a row is read as strictly as ever.
 """
 
 from __future__ import annotations
@@ -10,9 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-MAX_ASSET_LENGTH = 64
+from .dialect import (
+    ACCOUNT_ID,
+    AMOUNTS,
+    CODES,
+    KEYS,
+    MAX_AMOUNT_DIGITS,
+    BadAmount,
+    JsonRow,
+    KeysDifferInCase,
+    Notes,
+    code,
+    decimal_string,
+    fold_keys,
+    key_case,
+)
 
-JsonRow = dict[str, object]  # one element of a reply's `details`, as json.loads made it
+MAX_ASSET_LENGTH = 64
 
 
 class InvalidRow(ValueError):
@@ -22,7 +38,7 @@ class InvalidRow(ValueError):
 @dataclass(frozen=True, slots=True)
 class AccountBalance:
     asset_account_id: int
-    asset: str
+    asset: str  # upper case: the API's codes are case-insensitive
     total: Decimal
     available: Decimal
     pending: Decimal
@@ -33,18 +49,33 @@ class AccountBalance:
 _MAX_ADJUSTED_EXPONENT = 307
 
 
-def _amount(row: JsonRow, field: str) -> Decimal:
-    value = row.get(field)
-    # Exact type checks: bool is an int in Python, and "100.00" as a string is not what
-    # the API documents; both would be a guess, so both are refused.
-    if type(value) is int:
-        value = Decimal(value)
-    elif type(value) is not Decimal:
+_AS_NUMBERS, _AS_STRINGS = (AMOUNTS, "as numbers"), (AMOUNTS, "as strings")
+
+
+def _amount(row: JsonRow, field: str, notes: Notes) -> Decimal:
+    """row[field] (field in the docs' spelling; the row's keys are folded) as an exact Decimal."""
+    value = row.get(field.lower())
+    # bool is an int in Python, and true is not an amount.
+    if isinstance(value, Decimal):
+        number = value
+        notes.add(_AS_NUMBERS)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+        notes.add(_AS_NUMBERS)
+    elif isinstance(value, str):
+        try:
+            number = decimal_string(value)
+        except BadAmount as exc:
+            raise InvalidRow(f"{field} is {exc}") from None
+        notes.add(_AS_STRINGS)
+    else:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a number")
     # 1e400 is a valid JSON number and a finite Decimal, but +Inf as a float: not a balance.
-    if not value.is_finite() or value.adjusted() > _MAX_ADJUSTED_EXPONENT:
+    if not number.is_finite() or number.adjusted() > _MAX_ADJUSTED_EXPONENT:
         raise InvalidRow(f"{field} is not a finite number")
-    return value
+    if len(number.as_tuple().digits) > MAX_AMOUNT_DIGITS:
+        raise InvalidRow(f"{field} has more than {MAX_AMOUNT_DIGITS} digits")
+    return number
 
 
 def _describe(value: object) -> str:
@@ -53,25 +84,48 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _object(row: object) -> JsonRow:
+def _object(row: object, notes: Notes) -> JsonRow:
     if not isinstance(row, dict):
         raise InvalidRow(f"row is {_describe(row)}, expected an object")
-    return row
+    notes.add((KEYS, key_case(row, "totalBalance")))
+    try:
+        return fold_keys(row)
+    except KeysDifferInCase as exc:
+        raise InvalidRow(str(exc)) from None
 
 
-def _row_id(row: JsonRow) -> int:
-    row_id = row.get("id")
-    if type(row_id) is not int or row_id < 0:  # exact type: a bool is an int in Python
-        raise InvalidRow(f"id is {_describe(row_id)}, expected a non-negative integer")
-    return row_id
+# Ids are .NET longs; a bigger one is not an id, and would make a huge label.
+MAX_ID = 2**63 - 1
 
 
-def _unit(row: JsonRow, field: str) -> str:
+def _whole(value: object, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_ID:  # exact type: a bool is an int in Python
+        raise InvalidRow(f"{field} is {_describe(value)}, expected a whole number from 0 to 2^63-1")
+    return value
+
+
+def _account_id(row: JsonRow, notes: Notes) -> int:
+    """`id` in the docs' JSON samples, `assetAccountId` in their field list: either, or both if they agree."""
+    if "assetaccountid" not in row:
+        notes.add((ACCOUNT_ID, "as id"))
+        return _whole(row.get("id"), "id")
+    other = _whole(row["assetaccountid"], "assetAccountId")
+    notes.add((ACCOUNT_ID, "as assetAccountId"))
+    if "id" in row:
+        if _whole(row["id"], "id") != other:
+            raise InvalidRow(f"id {row['id']} and assetAccountId {other} differ")
+        notes.add((ACCOUNT_ID, "as id"))
+    return other
+
+
+def _unit(row: JsonRow, field: str, notes: Notes) -> str:
     """The asset of an account or the currency of a card: a label value, so kept short."""
-    value = row.get(field)
+    value = row.get(field.lower())
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ASSET_LENGTH:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a short non-empty string")
-    return _label_text(value, field)
+    upper = code(_label_text(value, field))
+    notes.add((CODES, "upper case" if upper == value else "not upper case"))
+    return upper
 
 
 def _label_text(value: str, field: str) -> str:
@@ -85,20 +139,21 @@ def _label_text(value: str, field: str) -> str:
     return value
 
 
-def parse_account(value: object) -> AccountBalance:
-    """One element of `details` from GET /customer/accounts/balances."""
-    row = _object(value)
-    account_id = _row_id(row)
+def parse_account(value: object, notes: Notes | None = None) -> AccountBalance:
+    """One element of `details` from GET /customer/accounts/balances; the forms it used go into `notes`."""
+    notes = set() if notes is None else notes
+    row = _object(value, notes)
+    account_id = _account_id(row, notes)
     try:
-        suppressed = row.get("bSuppressed")
+        suppressed = row.get("bsuppressed")
         if not isinstance(suppressed, bool):
             raise InvalidRow(f"bSuppressed is {_describe(suppressed)}, expected true or false")
         return AccountBalance(
             asset_account_id=account_id,
-            asset=_unit(row, "asset"),
-            total=_amount(row, "totalBalance"),
-            available=_amount(row, "availableBalance"),
-            pending=_amount(row, "pendingBalance"),
+            asset=_unit(row, "asset", notes),
+            total=_amount(row, "totalBalance", notes),
+            available=_amount(row, "availableBalance", notes),
+            pending=_amount(row, "pendingBalance", notes),
             suppressed=suppressed,
         )
     except InvalidRow as exc:
@@ -108,7 +163,7 @@ def parse_account(value: object) -> AccountBalance:
 @dataclass(frozen=True, slots=True)
 class CardBalance:
     card_id: int
-    currency: str
+    currency: str  # upper case, like assets
     total: Decimal
     available: Decimal
     pending: Decimal
@@ -119,7 +174,7 @@ class CardBalance:
 
 
 def _text(row: JsonRow, field: str) -> str:
-    value = row.get(field)
+    value = row.get(field.lower())
     if value is None:
         return ""
     if not isinstance(value, str) or len(value) > 256:
@@ -127,17 +182,22 @@ def _text(row: JsonRow, field: str) -> str:
     return _label_text(value, field)
 
 
-def parse_card(value: object, keep_holder_name: bool = False) -> CardBalance:
-    """One element of `details` from GET /customer/cards/balances."""
-    row = _object(value)
-    card_id = _row_id(row)
+def parse_card(value: object, keep_holder_name: bool = False, notes: Notes | None = None) -> CardBalance:
+    """One element of `details` from GET /customer/cards/balances.
+
+    customersID is not read: the docs show it as a string and as a number, and the
+    exporter has no use for it.
+    """
+    notes = set() if notes is None else notes
+    row = _object(value, notes)
+    card_id = _whole(row.get("id"), "id")
     try:
         return CardBalance(
             card_id=card_id,
-            currency=_unit(row, "currency"),
-            total=_amount(row, "totalBalance"),
-            available=_amount(row, "availableBalance"),
-            pending=_amount(row, "pendingBalance"),
+            currency=_unit(row, "currency", notes),
+            total=_amount(row, "totalBalance", notes),
+            available=_amount(row, "availableBalance", notes),
+            pending=_amount(row, "pendingBalance", notes),
             card_last4=_text(row, "cardLast4"),
             customers_reference=_text(row, "customersReference"),
             status=_text(row, "status"),

@@ -119,3 +119,36 @@ def test_version_and_help():
 def test_python_dash_m_runs_the_same_program():
     result = subprocess.run([sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("ibanera-exporter, version")
+
+
+# Runs the daemon in-process until it logs "listening", then lists the simulator's modules
+# and pyotp among those loaded, and stops it the way an operator would (SIGTERM).
+_LOADED_AT_START = """
+import json, logging, os, signal, sys
+from exporter import cli
+
+class AtListening(logging.Handler):
+    def emit(self, record):
+        if record.getMessage() == "listening":
+            print(json.dumps([m for m in sys.modules if m == "pyotp" or m.startswith("exporter.simulator")]), flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+logging.getLogger("exporter.cli").addHandler(AtListening())
+sys.exit(cli.main(sys.argv[1:] + ["--web.listen-address", "127.0.0.1:0"]))
+"""
+
+
+@pytest.mark.parametrize("args, loaded", [
+    (("--config.file", "config.yaml"), False),
+    # The same probe sees them when they are loaded: it would notice an eager import.
+    (("--demo",), True),
+])
+def test_the_daemon_loads_the_simulator_and_pyotp_only_under_demo(args, loaded):
+    result = subprocess.run([sys.executable, "-c", _LOADED_AT_START, *args], capture_output=True, text=True,
+                            env=ENV, timeout=30, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    modules = set(json.loads(result.stdout))
+    if loaded:
+        assert {"exporter.simulator", "exporter.simulator.auth", "pyotp"} <= modules
+    else:
+        assert modules == set()

@@ -332,7 +332,7 @@ def test_a_first_page_reporting_more_than_max_pages_stops_the_poll_at_once(make_
 
 
 @pytest.mark.parametrize("field, raw", [
-    ("totalBalance", None), ("availableBalance", "12.50"), ("pendingBalance", 1e400), ("bSuppressed", "false"),
+    ("totalBalance", None), ("availableBalance", "12.50 "), ("pendingBalance", 1e400), ("bSuppressed", "false"),
     ("asset", ""),
 ])
 def test_a_bad_rows_log_line_names_the_account_and_the_field(make_stack, caplog, field, raw):
@@ -352,16 +352,17 @@ def test_a_bad_rows_log_line_names_the_account_and_the_field(make_stack, caplog,
 # -- logins ----------------------------------------------------------------------------
 
 
-def test_a_short_token_is_renewed_a_quarter_of_its_lifetime_before_it_expires(make_stack, clock):
-    """Mutation: session._accept_token renews a fixed minute early (drops the quarter) ->
-    a 120 s token is renewed after 60 s instead of after 90 s."""
+def test_a_short_token_is_renewed_35_seconds_before_it_expires(make_stack, clock):
+    """Mutation: session._accept_token renews a fixed minute early (drops the quarter and the
+    35 s floor) -> a 120 s token is renewed after 60 s instead of at the first fresh step
+    after 85 s."""
     stack = make_stack(FIVE, simulator={"token_lifetime": 120})
     stack.poll()
     logged_in_at = stack.pollers[0].status().token_expires_at - 120  # the lifetime counts from here
-    clock.advance(logged_in_at + 85 - clock.now)
+    clock.advance(logged_in_at + 80 - clock.now)
     stack.poll()
     assert stack.simulator.logins_succeeded == 1
-    clock.advance(10)  # 95 s: inside the last quarter
+    clock.advance(31)  # 111 s: inside the last 35 s, and a step no request has used
     stack.poll()
     assert stack.simulator.logins_succeeded == 2 and stack.simulator.requests[LOGIN_PATH] == 2
 

@@ -95,12 +95,22 @@ class OneTimeCodes:
 
     # -- which step ---------------------------------------------------------------------
 
+    def fresh_step_available(self) -> bool:
+        """Whether a code from a step no request has used can be had now, without waiting."""
+        return self._wait(fresh=True) == 0.0
+
+    def request_wait(self) -> float:
+        """How long the next for_request() will wait for its code, in seconds."""
+        return self._wait(fresh=self._fresh_per_request or self._force_fresh)
+
     def for_login(self) -> str:
         """A code from a step no request has used yet (waiting for one if need be)."""
         return self._code(fresh=True)
 
     def for_request(self) -> str:
-        return self._code(fresh=self._fresh_per_request or self._force_fresh)
+        code = self._code(fresh=self._fresh_per_request or self._force_fresh)
+        self._force_fresh = False  # only a request uses it up: a login between keeps it owed
+        return code
 
     def new_token(self) -> None:
         # Learn again with every token: even two refusals may have been chance, and the
@@ -124,21 +134,29 @@ class OneTimeCodes:
         if self._last_reused:
             self._reused_refusals = 0
 
-    def _code(self, fresh: bool) -> str:
+    def _wait(self, fresh: bool) -> float:
         now = self.server_time()
         step = int(now // STEP_SECONDS)
+        last = self._last_step
+        if last is not None and last > step + _MAX_STEPS_AHEAD:  # _code resets it: only the next step is waited for
+            last = step
+        if fresh and last is not None and step <= last:
+            return (last + 1) * STEP_SECONDS - now + 0.05
+        return 0.0
+
+    def _code(self, fresh: bool) -> str:
+        step = int(self.server_time() // STEP_SECONDS)
         if self._last_step is not None and self._last_step > step + _MAX_STEPS_AHEAD:
             log.warning("the last step used is far ahead of the clock; waiting for the next step only",
                         extra={"connection": self._connection})
             self._last_step = step
-        last = self._last_step
-        if fresh and last is not None and step <= last:
-            wait = (last + 1) * STEP_SECONDS - now + 0.05
+        wait = self._wait(fresh)
+        if wait:
             log.info("waiting for a fresh one-time code", extra={"connection": self._connection, "wait": f"{wait:.1f}s"})
             self._sleep(wait)
-            now = self.server_time()
-            step = int(now // STEP_SECONDS)
-        self._force_fresh = False
+        now = self.server_time()
+        step = int(now // STEP_SECONDS)
+        last = self._last_step
         self._last_reused = last is not None and step <= last
         if last is None or step > last:
             self._memory.remember_step(step)  # before the code leaves: a crash after it must know

@@ -3,7 +3,9 @@
 Success needs both HTTP 2xx and `status: "1"`. The JSON is read strictly: amounts become
 Decimal straight from the text (never through float), NaN/Infinity are refused, and an
 object with the same key twice is malformed rather than "last one wins", because which of
-two balances is true cannot be known.
+two balances is true cannot be known. Keys are matched case-insensitively (the docs show
+both camelCase and PascalCase): an envelope comes back with its keys in lower case, and
+two keys that differ only in case are as malformed as the same key twice.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar
 
+from ..dialect import MAX_AMOUNT_DIGITS, KeysDifferInCase, Notes, fold_keys
 from ..model import InvalidRow
 from .errors import ApiRejected, MalformedResponse, RateLimited, ServerError, Unauthorized
 
@@ -27,6 +30,28 @@ _MESSAGE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # matched whole: `$` lets a
 
 class _DuplicateKey(ValueError):
     pass
+
+
+class _NumberTooLong(ValueError):
+    pass
+
+
+# No number the API sends (ids, amounts of at most MAX_AMOUNT_DIGITS digits, counts) is
+# longer; refusing longer ones as they are read keeps a reply of 10 000-digit numbers
+# from costing more than its bytes, and says what was wrong.
+MAX_NUMBER_CHARS = MAX_AMOUNT_DIGITS + 10
+
+
+def _bounded(convert: Callable[[str], object]) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise _NumberTooLong(f"a number has {len(text)} characters, more than {MAX_NUMBER_CHARS}")
+        return convert(text)
+
+    return parse
+
+
+_parse_float, _parse_int = _bounded(Decimal), _bounded(int)
 
 
 def _reject_constant(name: str) -> object:
@@ -43,7 +68,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> JsonObject:
 def loads_strict(content: bytes | bytearray) -> object:
     """JSON -> Python with Decimal numbers; ValueError for anything not strictly JSON."""
     try:
-        return json.loads(content, parse_float=Decimal, parse_constant=_reject_constant,
+        return json.loads(content, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant,
                           object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError("nested too deeply") from None
@@ -62,19 +87,32 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
 
 
-def _errors(payload: object) -> tuple[tuple[str, str], ...]:
-    """The (fieldName, messageCode) pairs of an error envelope, each cut to a safe token."""
-    errors = payload.get("errors") if isinstance(payload, dict) else None
+def _errors(payload: JsonObject | None) -> tuple[tuple[str, str], ...]:
+    """The (fieldName, messageCode) pairs of an error envelope, each cut to a safe token.
+
+    Other keys of an error item (some samples add `errorType`) are ignored.
+    """
+    errors = payload.get("errors") if payload is not None else None
     if not isinstance(errors, list):
         return ()
 
     def token(value: object) -> str:
         return value if isinstance(value, str) and _MESSAGE_CODE.fullmatch(value) else "unrecognised"
 
-    return tuple(
-        (token(e.get("fieldName")) if e.get("fieldName") else "", token(e.get("messageCode")))
-        for e in errors if isinstance(e, dict)
-    )
+    pairs = []
+    for item in errors:
+        try:
+            error = fold_keys(item) if isinstance(item, dict) else None
+        except KeysDifferInCase:
+            error = None
+        if error is not None:
+            pairs.append((token(error.get("fieldname")) if error.get("fieldname") else "", token(error.get("messagecode"))))
+    return tuple(pairs)
+
+
+def _folded(payload: object) -> JsonObject | None:
+    """A JSON object with its keys in lower case; None when it is not an object."""
+    return fold_keys(payload) if isinstance(payload, dict) else None
 
 
 def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], content: bytes | bytearray,
@@ -87,16 +125,16 @@ def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], cont
     if status == 401:
         raise Unauthorized(f"{endpoint}: HTTP 401")
     try:
-        payload = loads_strict(content)
-    except ValueError as exc:
-        if isinstance(exc, _DuplicateKey) and 200 <= status < 300:
+        payload = _folded(loads_strict(content))
+    except ValueError as exc:  # KeysDifferInCase too
+        if isinstance(exc, (_DuplicateKey, _NumberTooLong, KeysDifferInCase)) and 200 <= status < 300:
             raise MalformedResponse(f"{endpoint}: HTTP {status} but {exc}") from None
         payload = None
     if not 200 <= status < 300:
         errors = _errors(payload)
         codes = ", ".join(code for _, code in errors)
         raise ApiRejected(f"{endpoint}: HTTP {status}" + (f" ({codes})" if codes else ""), errors)
-    if not isinstance(payload, dict):
+    if payload is None:
         content_type = headers.get("Content-Type", "no content type")[:40]  # the reply's words: kept short
         raise MalformedResponse(f"{endpoint}: HTTP {status} but the body is not a JSON object ({content_type!r})")
     if payload.get("status") == "1":
@@ -115,22 +153,28 @@ class Page(Generic[Row]):
     served_size: int | None  # the page size the server says it used
 
 
-def read_page(envelope: JsonObject, page: int, parse_row: Callable[[object], Row]) -> Page[Row]:
-    """One page of a paginated listing, every row validated, or MalformedResponse."""
+def read_page(envelope: JsonObject, page: int, parse_row: Callable[[object, Notes], Row],
+              notes: Notes | None = None) -> Page[Row]:
+    """One page of a listing, every row validated (the forms it used go into `notes`), or MalformedResponse."""
+    try:
+        envelope = fold_keys(envelope)  # as decode_envelope made it already; anything else, too
+    except KeysDifferInCase as exc:
+        raise MalformedResponse(f"page {page}: {exc}") from None
+    notes = set() if notes is None else notes
     rows = envelope.get("details")
     if not isinstance(rows, list):
         raise MalformedResponse(f"page {page}: details is not a list")
-    reported_page = envelope.get("pageNumber")
+    reported_page = envelope.get("pagenumber")
     if is_int(reported_page) and reported_page != page:
         raise MalformedResponse(f"page {page}: the server answered with page {reported_page}")
     parsed = []
     for row in rows:
         try:
-            parsed.append(parse_row(row))
+            parsed.append(parse_row(row, notes))
         except InvalidRow as exc:
             raise MalformedResponse(f"page {page}: {exc}") from None
-    number_of_pages = envelope.get("numberOfPages")
-    served_size = envelope.get("pageSize")
+    number_of_pages = envelope.get("numberofpages")
+    served_size = envelope.get("pagesize")
     return Page(
         rows=tuple(parsed),
         number_of_pages=number_of_pages if isinstance(number_of_pages, int) and is_int(number_of_pages) else None,

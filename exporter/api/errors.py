@@ -59,6 +59,11 @@ class ApiRejected(ApiError):
 class LoginRefused(ApiError):
     reason = "login_refused"
 
+    def __init__(self, message: str, message_code: str = "", hint: str = "") -> None:
+        super().__init__(message)
+        self.message_code = message_code  # the first messageCode of the refusal
+        self.hint = hint  # what a person can do about it (exporter.api.hints)
+
 
 class LoginPaused(ApiError):
     """No login is attempted until the back-off after a refused login has passed."""

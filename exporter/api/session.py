@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ..config import ConnectionConfig
+from ..dialect import KeysDifferInCase, fold_keys
+from ..totp import STEP_SECONDS
 from .codes import OneTimeCodes
 from .counters import CREDENTIAL_REFUSALS, ClientCounters
 from .envelope import JsonObject
 from .errors import ApiRejected, LoginPaused, LoginRefused, LoginsStopped, MalformedResponse, Unauthorized
+from .hints import login_hint
 from .memory import LoginMemory
 from .transport import QueryParams, Request, Transport
 
@@ -36,6 +39,14 @@ _TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 # expiresIn outside this range is not a lifetime we can plan renewals around.
 MIN_TOKEN_LIFETIME = 1.0
 MAX_TOKEN_LIFETIME = 7 * 86400.0
+# A renewal login waits for nothing: it happens at the first request that finds a fresh
+# one-time step (a login never reuses one) once the token is in its last minute (or last
+# quarter, if shorter), and until then the current token serves. The window is at least a
+# step and a margin long, so that a fresh step always begins in it while the token is good.
+_RENEW_MARGIN = 60.0
+_RENEW_WINDOW_FLOOR = STEP_SECONDS + 5.0
+# A token this close to its end is not sent: the request might arrive after it.
+_TOKEN_GUARD = 2.0
 
 log = logging.getLogger("exporter.api")
 
@@ -59,6 +70,7 @@ class Session:
         login_backoff: float,
         max_login_refusals: int,
         clock: Callable[[], float],
+        one_login: bool = False,
     ) -> None:
         self._connection = connection
         self._transport = transport
@@ -69,15 +81,25 @@ class Session:
         self._clock = clock
         self._token: str | None = None
         self._token_expires_at: float | None = None
+        self._token_lifetime: float | None = None
         self._token_renew_at = 0.0
         self._memory = memory
         self._logins_paused_until = memory.state.logins_paused_until
         self._refusals_in_a_row = memory.state.refusals_in_a_row
         self._clock_probed = False
+        # --connection.check: exactly one login request, never retried nor renewed; a token
+        # that is refused or runs out is an error rather than a reason to log in again.
+        self._one_login = one_login
+        self._logged_in_once = False
 
     @property
     def token_expires_at(self) -> float | None:
         return self._token_expires_at if self._token else None
+
+    @property
+    def token_lifetime(self) -> float | None:
+        """The expiresIn of the last login, in seconds."""
+        return self._token_lifetime
 
     @property
     def logins_paused_until(self) -> float | None:
@@ -115,18 +137,31 @@ class Session:
 
     def _after_reused_code_refused(self, request: _Get) -> JsonObject:
         # A server that refuses reused codes refuses every one of them; a single refusal
-        # may be chance. Retry this request once with a fresh code.
+        # may be chance. Retry this request once with a fresh code, which may take a new
+        # step: with a new token, if the current one would run out meanwhile.
         self._codes.reused_code_refused()
+        if not self._token_lasts():
+            self._login()
         return self._send_authorized(request)
 
     # -- logins ---------------------------------------------------------------------------
 
     def _ensure_token(self) -> None:
-        if self._token is None or self._clock() >= self._token_renew_at:
-            self._login()
+        if not self._token_lasts():
+            self._login()  # no token that will still be good: log in, waiting for a fresh step if need be
+        elif self._clock() >= self._token_renew_at and self._codes.fresh_step_available() and not self._one_login:
+            self._login()  # renewal, now that it costs no wait
+
+    def _token_lasts(self) -> bool:
+        """Whether the token will still be good when the next request is sent, after any wait for a fresh code."""
+        sent_at = self._clock() + self._codes.request_wait()
+        return self._token_expires_at is not None and self._token is not None and (
+            sent_at < self._token_expires_at - _TOKEN_GUARD)
 
     def _login(self) -> None:
         self._token = None
+        if self._one_login and self._logged_in_once:
+            raise Unauthorized("the token from the one login was refused or ran out, and a second login is not tried")
         now = self._clock()
         if self._refusals_in_a_row >= self._max_login_refusals:
             where = f" and delete {self._memory.path}" if self._memory.path else ""
@@ -154,8 +189,10 @@ class Session:
             }
             return Request("login", "POST", LOGIN_PATH, json_body=body)
 
+        self._logged_in_once = True
         try:
-            envelope = self._transport.call("login", build)
+            # One login means one login request: not even a 5xx is retried then.
+            envelope = self._transport.send(build()) if self._one_login else self._transport.call("login", build)
         except ApiRejected as exc:
             refusal = next((code for code in exc.codes if code in CREDENTIAL_REFUSALS), None)
             if refusal is None:
@@ -178,12 +215,19 @@ class Session:
             then = f"that is {self._refusals_in_a_row} in a row: no more logins until the exporter is restarted"
         else:
             then = f"no new login before {_iso(self._logins_paused_until)}"
-        return LoginRefused(f"login refused ({refusal}): {exc}; {then}, so that the account is not locked")
+        # The same hint as --connection.check gives: the log line and the landing page show it.
+        hint = login_hint(refusal, self._connection, self._codes.offset)
+        return LoginRefused(f"login refused ({refusal}): {exc}; {then}, so that the account is not locked; {hint}",
+                            refusal, hint)
 
     def _accept_token(self, envelope: JsonObject, sent_at: float) -> None:
         details = envelope.get("details")
-        token = details.get("accessToken") if isinstance(details, dict) else None
-        lifetime = details.get("expiresIn") if isinstance(details, dict) else None
+        try:  # keys in either case, like every reply
+            details = fold_keys(details) if isinstance(details, dict) else {}
+        except KeysDifferInCase as exc:
+            raise MalformedResponse(f"login: details: {exc}") from None
+        token = details.get("accesstoken")
+        lifetime = details.get("expiresin")
         # Never put the token itself into a message: say what is wrong with it.
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             raise MalformedResponse("login: details.accessToken is missing, empty, longer than 8192 characters, or "
@@ -194,9 +238,10 @@ class Session:
             raise MalformedResponse("login: details.expiresIn is not a number of seconds from 1 to 604800 (7 days)")
         seconds = float(lifetime)
         self._token = token
+        self._token_lifetime = seconds
         # Lifetime counts from before the request was sent: the token can only be younger.
         self._token_expires_at = sent_at + seconds
-        self._token_renew_at = sent_at + seconds - min(60.0, seconds / 4)
+        self._token_renew_at = sent_at + seconds - max(min(_RENEW_MARGIN, seconds / 4), min(_RENEW_WINDOW_FLOOR, seconds))
         log.info("logged in", extra={"connection": self._connection.name, "token_expires_in": f"{seconds:g}s"})
 
     def _probe_clock(self) -> None:
