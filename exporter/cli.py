@@ -8,16 +8,16 @@ import platform
 import signal
 import sys
 import threading
-import time
 from decimal import Decimal
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
-from .api import IbaneraClient
-from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
+from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config, parse_duration
+from .fleet import Fleet
+from .httpserver import ServerLimits
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
-from .poller import Poller
+from .reload import Reloader
 from .simulator import Simulator
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
 from .webconfig import WebConfigError, WebConfigWatcher
@@ -44,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="TLS, client certificates, basic auth and headers, in the exporter-toolkit format")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
                         help="path under which to expose metrics (default: %(default)s)")
+    limits = ServerLimits()
+    parser.add_argument("--web.max-connections", dest="max_connections", type=int, default=limits.max_connections,
+                        metavar="N", help="open client connections at most, one thread each; at the limit the oldest "
+                        "idle one is closed to make room (default: %(default)s)")
+    parser.add_argument("--web.read-header-timeout", dest="read_header_timeout",
+                        default=format_duration(limits.read_header_timeout), metavar="DURATION",
+                        help="time a client has to send a request's line and headers, TLS handshake included "
+                        "(default: %(default)s)")
+    parser.add_argument("--web.idle-timeout", dest="idle_timeout", default=format_duration(limits.idle_timeout),
+                        metavar="DURATION", help="how long a keep-alive connection may wait for its next request "
+                        "(default: %(default)s)")
     parser.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS,
                         help="only log messages with the given severity or above (default: %(default)s)")
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
@@ -112,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenAddressError as exc:
         return _fail(str(exc), 2)
 
+    try:
+        limits = _limits(args)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
     web_config = None
     if args.web_config_file:
         try:
@@ -133,47 +148,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         if simulator:
             simulator.stop()
         return 0
-    return _serve(config, address, args.telemetry_path, simulator, web_config)
+    demo_config = config
+
+    def load() -> Config:
+        return demo_config if args.demo else load_config(args.config_file)
+
+    return _serve(config, load, address, args.telemetry_path, simulator, web_config, limits)
 
 
-def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
-           web_config: WebConfigWatcher | None) -> int:
-    stop = threading.Event()
-    pollers = [Poller(IbaneraClient.for_connection(c, config, stop_event=stop), config.poll_interval, stop)
-               for c in config.connections]
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    if not 1 <= args.max_connections <= 100_000:
+        raise ConfigError(f"--web.max-connections: expected 1 to 100000, got {args.max_connections}")
+    return ServerLimits(max_connections=args.max_connections,
+                        read_header_timeout=parse_duration(args.read_header_timeout, "--web.read-header-timeout"),
+                        idle_timeout=parse_duration(args.idle_timeout, "--web.idle-timeout"))
 
-    def statuses():
-        return [p.status() for p in pollers]
 
-    exposition = Exposition(statuses, config, __version__)
-    context = WebContext(exposition, statuses, telemetry_path, __version__)
-    try:
-        server = WebServer(address, context, web_config)
-    except OSError as exc:
-        return _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", 1)
+def _serve(config: Config, load: Callable[[], Config], address: tuple[str, int], telemetry_path: str,
+           simulator: Simulator | None, web_config: WebConfigWatcher | None, limits: ServerLimits) -> int:
+    # The signals first: from here on, SIGHUP reloads and never ends the process.
+    wake = threading.Event()
+    pending: set[str] = set()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
+        pending.add("reload" if signum == signal.SIGHUP else "stop")
+        if signum != signal.SIGHUP:
+            log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        wake.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    fleet = Fleet(config)
+    exposition = Exposition(fleet.statuses, config, __version__)
+    reloader = Reloader(load, fleet, exposition)
+    exposition.registry.register(reloader)
+    context = WebContext(exposition, fleet.statuses, telemetry_path, __version__, reload=reloader.reload)
+    try:
+        server = WebServer(address, context, web_config, limits)
+    except OSError as exc:
+        return _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", 1)
     server.start()
-    for poller in pollers:
-        poller.start()
-    web, _ = web_config.current() if web_config else (None, None)
+    fleet.start()
+    web = web_config.current().config if web_config else None
     log.info(
         "listening",
         extra={"address": f"{address[0]}:{server.port}", "telemetry_path": telemetry_path, "version": __version__,
                "tls": bool(web and web.tls), "basic_auth_users": len(web.basic_auth_users) if web else 0,
-               "connections": ",".join(p.name for p in pollers), "demo": simulator is not None},
+               "connections": ",".join(c.name for c in config.connections), "demo": simulator is not None,
+               "max_connections": limits.max_connections},
     )
-    stop.wait()
+    while "stop" not in pending:
+        wake.wait()
+        wake.clear()
+        if "reload" in pending and "stop" not in pending:
+            pending.discard("reload")  # a storm of SIGHUPs while a reload runs makes one more reload
+            try:
+                reloader.reload()
+            except ConfigError:
+                pass  # logged by the reloader; the running config carries on
     server.stop()
-    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-    for poller in pollers:
-        # A poll stuck in a slow request is a daemon thread: it may be left to die with the process.
-        poller.join(max(0.0, deadline - time.monotonic()))
+    fleet.stop(SHUTDOWN_GRACE_SECONDS)
     if simulator:
         simulator.stop()
     log.info("stopped")

@@ -108,9 +108,17 @@ class Exposition:
     def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str) -> None:
         self._statuses = statuses
         self._refreshed = refreshed_note(config.poll_interval)
-        self.registry = build_registry(HealthCollector(statuses, config, version))
+        self._health = HealthCollector(statuses, config, version)
+        self.registry = build_registry(self._health)
         self._lock = threading.Lock()
         self._cache = _BalanceCache((), b"")
+
+    def replace_config(self, config: Config) -> None:
+        """After a reload: thresholds and poll_interval (in HELP texts too) show from the next scrape."""
+        self._health.replace_config(config)
+        with self._lock:
+            self._refreshed = refreshed_note(config.poll_interval)
+            self._cache = _BalanceCache((), b"")  # matches no set of snapshots: the next scrape renders
 
     def render(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
         cache = self._balances(gzipped)
@@ -153,10 +161,13 @@ class HealthCollector(Collector):
 
     def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str) -> None:
         self._statuses = statuses
+        self._version = version
+        self.replace_config(config)
+
+    def replace_config(self, config: Config) -> None:
         self._poll_interval = config.poll_interval
         self._thresholds = config.low_available_balance
         self._card_thresholds = config.low_available_card_balance
-        self._version = version
         self._refreshed = refreshed_note(config.poll_interval)
 
     def collect(self) -> Iterable[Metric]:
