@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from . import __version__
 from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config, parse_duration
 from .fleet import Fleet
-from .httpserver import ServerLimits
+from .httpserver import DEFAULT_LIMITS, ServerLimits
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
 from .reload import Reloader
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="TLS, client certificates, basic auth and headers, in the exporter-toolkit format")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
                         help="path under which to expose metrics (default: %(default)s)")
-    limits = ServerLimits()
+    limits = DEFAULT_LIMITS
     parser.add_argument("--web.max-connections", dest="max_connections", type=int, default=limits.max_connections,
                         metavar="N", help="open client connections at most, one thread each; at the limit the oldest "
                         "idle one is closed to make room (default: %(default)s)")
@@ -114,6 +114,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGHUP never ends this process: ignored until _serve makes it a reload.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):

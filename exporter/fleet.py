@@ -125,7 +125,7 @@ class Fleet:
         stop = threading.Event()
         try:
             client = self._make_client(connection, config, stop)
-        except Exception as exc:  # e.g. an unreadable ca_file; the message names files, never secrets
+        except (OSError, ValueError) as exc:  # e.g. an unreadable ca_file; never the message: it might quote a secret
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
             raise ConfigError(f"connection {connection.name}: cannot be set up: {detail}") from None
         return _Running(PollerSettings.of(connection, config), Poller(client, config.poll_interval, stop), stop)

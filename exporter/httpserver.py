@@ -23,9 +23,10 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http import HTTPStatus
-from typing import Callable, Mapping
 
 log = logging.getLogger("exporter.httpserver")
 
@@ -37,6 +38,7 @@ _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause of accept() while out of descriptors
 _STOP_CHECK_SECONDS = 0.2  # how often the accept loop looks at the stop flag
 _SEND_CHUNK = 256 * 1024
+_RECV_CHUNK = 16 * 1024  # with max_header_bytes, what one connection's read buffer can hold
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class ServerLimits:
     idle_timeout: float = 120.0  # a keep-alive connection between two requests
     write_timeout: float = 60.0  # writing one response, in total
     backlog: int = 1024  # the kernel caps it at net.core.somaxconn
-    max_header_bytes: int = 64 * 1024  # request line and headers together
+    max_header_bytes: int = 16 * 1024  # request line and headers together
     max_headers: int = 100
     max_discarded_body: int = 64 * 1024  # a body on GET is read and dropped up to this size
 
@@ -139,7 +141,7 @@ class _Reader:
             raise _Closed("deadline passed")
         self._sock.settimeout(remaining)
         try:
-            data = self._sock.recv(65536)
+            data = self._sock.recv(_RECV_CHUNK)
         except (OSError, ssl.SSLError) as exc:  # a timeout is an OSError too
             raise _Closed(str(exc)) from None
         if not data:
@@ -151,14 +153,18 @@ class _Reader:
 class _Connection:
     sock: socket.socket
     client: str
-    idle: bool = True  # not in the middle of answering: may be closed to make room
+    # Not answering a whole request (waiting for one, or still reading it): may be closed to make room.
+    idle: bool = True
     since: float = field(default_factory=time.monotonic)
+
+
+DEFAULT_LIMITS = ServerLimits()
 
 
 class HTTPServer:
     """Serves `handler` on `address` with `limits`; `tls()` gives each new connection its TLS settings."""
 
-    def __init__(self, address: tuple[str, int], handler: Handler, limits: ServerLimits = ServerLimits(),
+    def __init__(self, address: tuple[str, int], handler: Handler, limits: ServerLimits = DEFAULT_LIMITS,
                  tls: Callable[[], TLSSettings | None] = lambda: None, server_name: str = "") -> None:
         self._handler = handler
         self._limits = limits
@@ -267,8 +273,7 @@ class HTTPServer:
                 reader.wait_for_data(first_byte_by)
                 # From a request's first byte, read_header_timeout for the rest of it.
                 deadline = min(deadline, time.monotonic() + self._limits.read_header_timeout)
-                self._set_idle(connection, False)
-                response, keep_alive = self._answer(reader, connection.client, deadline)
+                response, keep_alive = self._answer(reader, connection, deadline)
                 self._send(sock, response, keep_alive)
                 if not keep_alive:
                     break
@@ -304,12 +309,14 @@ class HTTPServer:
             connection.idle = idle
             connection.since = time.monotonic()
 
-    def _answer(self, reader: _Reader, client: str, deadline: float) -> tuple[Response, bool]:
+    def _answer(self, reader: _Reader, connection: _Connection, deadline: float) -> tuple[Response, bool]:
         """Reads one request and runs the handler: (response, whether to keep the connection)."""
+        client = connection.client
         try:
             request, body_left_unread = self._read_request(reader, client, deadline)
         except BadRequest as exc:
             return Response(exc.status, f"{exc.status.phrase}: {exc}\n".encode()), False
+        self._set_idle(connection, False)
         keep_alive = (request.version == "HTTP/1.1" and not body_left_unread
                       and "close" not in _tokens(request.headers.get("connection", "")))
         try:
@@ -367,7 +374,7 @@ class HTTPServer:
             return True  # not read: never parsed as the next request, because the connection closes
         if length_text is None:
             return False
-        if not length_text.isdigit() or len(set(v.strip() for v in length_text.split(","))) != 1:
+        if not length_text.isdigit() or len({v.strip() for v in length_text.split(",")}) != 1:
             raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length")
         length = int(length_text)
         if length > self._limits.max_discarded_body:
@@ -377,7 +384,7 @@ class HTTPServer:
 
     def _send(self, sock: socket.socket, response: Response, keep_alive: bool) -> None:
         status = HTTPStatus(response.status)
-        lines = [f"HTTP/1.1 {status.value} {status.phrase}"]
+        lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Date: {formatdate(usegmt=True)}"]
         if self._server_header:
             lines.append(f"Server: {self._server_header}")
         lines += [f"{name}: {value}" for name, value in response.headers]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import html
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
 
 from .config import ConfigError
-from .httpserver import KNOWN_METHODS, HTTPServer, Request, Response, ServerLimits, TLSSettings
+from .httpserver import DEFAULT_LIMITS, KNOWN_METHODS, HTTPServer, Request, Response, ServerLimits, TLSSettings
 from .metrics import Exposition
 from .poller import ConnectionStatus
 from .webconfig import BasicAuth, WebConfig, WebConfigWatcher
@@ -180,7 +180,7 @@ def _landing_page(context: WebContext) -> str:
 
 class WebServer:
     def __init__(self, address: tuple[str, int], context: WebContext, web_config: WebConfigWatcher | None = None,
-                 limits: ServerLimits = ServerLimits()) -> None:
+                 limits: ServerLimits = DEFAULT_LIMITS) -> None:
         self._web_config = web_config
         self._server = HTTPServer(address, _App(context, web_config), limits, self._tls, "ibanera-exporter")
 

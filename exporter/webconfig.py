@@ -17,9 +17,10 @@ import os
 import ssl
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import bcrypt
 import yaml

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-
 from conftest import Running, account, samples
+from test_security import HASH, PASSWORD
+
 from exporter.config import load_config
 from exporter.fleet import TOTP_STEP_SECONDS, Fleet
 from exporter.metrics import Exposition
@@ -20,7 +21,6 @@ from exporter.reload import Reloader
 from exporter.simulator import Simulator
 from exporter.web import WebContext, WebServer
 from exporter.webconfig import WebConfigWatcher
-from test_security import HASH, PASSWORD
 
 PATIENCE = 15.0
 

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import yaml
-
 from conftest import Running, account, connection_for
+
 from exporter.config import Config
 from exporter.httpserver import ServerLimits
 from exporter.metrics import Exposition
@@ -36,8 +36,8 @@ PATIENCE = 8.0
 
 
 def start_server(limits: ServerLimits = SHORT) -> WebServer:
-    exposition = Exposition(lambda: [], Config(connections=()), "test")
-    server = WebServer(("127.0.0.1", 0), WebContext(exposition, lambda: [], "/metrics", "test"), limits=limits)
+    exposition = Exposition(list, Config(connections=()), "test")
+    server = WebServer(("127.0.0.1", 0), WebContext(exposition, list, "/metrics", "test"), limits=limits)
     server.start()
     return server
 

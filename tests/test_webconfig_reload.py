@@ -9,9 +9,9 @@ import httpx
 import pytest
 import trustme
 import yaml
+from test_security import HASH, PASSWORD, ca, certs, tls_client, web  # noqa: F401 - fixtures
 
 from exporter.webconfig import WebConfigError, load_web_config
-from test_security import HASH, PASSWORD, ca, certs, tls_client, web  # noqa: F401 - fixtures
 
 AUTH = {"basic_auth_users": {"prometheus": HASH}}
 TLS = {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}
