@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench soak venv clean
+.PHONY: demo test lint bench soak venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ venv: $(BIN)/python
 demo: venv
 	$(BIN)/ibanera-exporter --demo
 
-test: venv
+lint: venv  # ruff (rules in pyproject.toml) and mypy --strict on exporter/
+	$(BIN)/ruff check exporter tests bench deploy
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/pytest
 
 bench: venv  # about 12 minutes; figures in README "Performance"

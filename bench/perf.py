@@ -39,8 +39,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.api import IbaneraClient
-from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
+from exporter.api.client import IbaneraClient
+from exporter.config import Config, ConnectionConfig, Secret
 from exporter.metrics import Exposition
 from exporter.poller import Poller, Snapshot
 from exporter.simulator import BALANCES_PATH, LOGIN_PATH, SimAccount, Simulator
@@ -100,7 +100,7 @@ class _BaselineCollector(Collector):
         labels = ["connection", "asset_account_id", "asset"]
         families = {name: GaugeMetricFamily(name, name, labels=labels) for name in
                     ("ibanera_total_balance", "ibanera_available_balance", "ibanera_pending_balance", "ibanera_account_suppressed")}
-        for a in self.snapshot.accounts:
+        for a in self.snapshot.rows:
             values = ["bench", str(a.asset_account_id), a.asset]
             families["ibanera_total_balance"].add_metric(values, float(a.total))
             families["ibanera_available_balance"].add_metric(values, float(a.available))
@@ -148,11 +148,11 @@ def measure(count: int, scrapes: int) -> dict:
         connection = ConnectionConfig(name="bench", base_url=url, username=Secret(username), password=Secret(password),
                                       totp_secret=Secret(secret), page_size=PAGE_SIZE)
         stop = threading.Event()
-        poller = Poller(IbaneraClient(connection, request_timeout=120, retry=RetryPolicy(), login_backoff=900, stop_event=stop),
-                        60, stop)
+        client_config = Config(connections=(connection,), request_timeout=120)
+        poller = Poller(IbaneraClient(connection, client_config, stop_event=stop), 60, stop)
         poller.poll_once()  # log in, warm the connection
         poll_wall, poll_cpu = _timed(poller.poll_once, runs)
-        assert poller.status().up and len(poller.status().snapshot.accounts) == count
+        assert poller.status().accounts.up and len(poller.status().accounts.snapshot.rows) == count
 
         def statuses():
             return [poller.status()]
@@ -164,7 +164,7 @@ def measure(count: int, scrapes: int) -> dict:
         web.stop()
 
         registry = CollectorRegistry()
-        registry.register(_BaselineCollector(poller.status().snapshot))
+        registry.register(_BaselineCollector(poller.status().accounts.snapshot))
         baseline_server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
         baseline_scrapes = max(5, scrapes // 10) if count >= 10_000 else scrapes
         baseline = {name: _scrapes(baseline_server.server_port, baseline_scrapes, VARIANTS[name])
@@ -196,7 +196,7 @@ def memory(count: int, polls: int) -> dict:
                   "connections": [{"name": "bench", "base_url": url, "username": username, "password": password,
                                    "totp_secret": secret, "page_size": PAGE_SIZE}]}
         Path(work, "config.yaml").write_text(json.dumps(config))
-        log = open(Path(work, "log"), "w")
+        log = open(Path(work, "log"), "w")  # noqa: SIM115 - open for the daemon's whole life, closed below
         process = subprocess.Popen([str(SCRIPT), "--config.file", str(Path(work, "config.yaml")),
                                     "--web.listen-address", "127.0.0.1:0"], stderr=log)
         try:

@@ -8,8 +8,8 @@ import platform
 import signal
 import sys
 import threading
-from decimal import Decimal
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 
 from . import __version__
 from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config, parse_duration

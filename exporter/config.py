@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, TypeVar
 
 import yaml
 
@@ -28,6 +29,8 @@ DEFAULT_MAX_LOGIN_REFUSALS = 3
 TOTP_SECRET_ENCODINGS = ("base32", "ascii")
 # A page of 1000 accounts is about 150 kB; a reply far past that is not a balances page.
 DEFAULT_MAX_RESPONSE_SIZE = 16 * 1024 * 1024
+Yaml = dict[str, Any]  # a mapping as yaml.safe_load made it; every value is checked before use
+_Parsed = TypeVar("_Parsed")
 _CONNECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -114,7 +117,7 @@ def parse_duration(value: object, key: str) -> float:
     return seconds
 
 
-def _default(cls: type, name: str):
+def _default(cls: type, name: str) -> Any:
     """A field's default, so that the dataclasses are the one place defaults are written."""
     return next(f.default for f in fields(cls) if f.name == name)
 
@@ -150,7 +153,7 @@ class _Reader:
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {key}: {message}")
 
-    def mapping(self, value: object, key: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    def mapping(self, value: object, key: str, allowed: set[str], required: Set[str] = frozenset()) -> Yaml:
         if not isinstance(value, dict):
             raise self.error(key or "top level", f"expected a mapping, got {_type_name(value)}")
         for name in value:
@@ -161,7 +164,7 @@ class _Reader:
             raise self.error(f"{key}.{name}" if key else name, "is required")
         return value
 
-    def parsed(self, data: dict, name: str, key: str, default, parse: Callable[[object, str], object]):
+    def parsed(self, data: Yaml, name: str, key: str, default: _Parsed, parse: Callable[[object, str], _Parsed]) -> _Parsed:
         """data[name] through `parse` (parse_duration, parse_size), or `default` when absent."""
         if name not in data:
             return default
@@ -170,7 +173,7 @@ class _Reader:
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
 
-    def integer(self, data: dict, name: str, key: str, default: int, low: int, high: int) -> int:
+    def integer(self, data: Yaml, name: str, key: str, default: int, low: int, high: int) -> int:
         value = data.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected a whole number, got {_type_name(value)}")
@@ -178,7 +181,7 @@ class _Reader:
             raise self.error(key, f"must be between {low} and {high}, got {value}")
         return value
 
-    def string(self, data: dict, name: str, key: str, default: str | None = None) -> str:
+    def string(self, data: Yaml, name: str, key: str, default: str | None = None) -> str:
         value = data.get(name, default)
         if not isinstance(value, str) or not value:
             raise self.error(key, f"expected a non-empty string, got {_type_name(value)}")
@@ -187,7 +190,7 @@ class _Reader:
     def expand(self, value: str, key: str) -> str:
         """${VAR} reads the environment; $$ is a literal dollar sign."""
 
-        def substitute(match: re.Match) -> str:
+        def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
                 return "$"
             var = match.group(1)
@@ -197,7 +200,7 @@ class _Reader:
 
         return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", substitute, value)
 
-    def secret(self, data: dict, name: str, key_prefix: str) -> Secret:
+    def secret(self, data: Yaml, name: str, key_prefix: str) -> Secret:
         """A secret comes from `name` (literal or ${VAR}) or from `name_file`, never both."""
         file_key = f"{name}_file"
         if name in data and file_key in data:
@@ -286,7 +289,7 @@ def _read_connection(reader: _Reader, data: object, key: str) -> ConnectionConfi
     )
 
 
-def _read_thresholds(reader: _Reader, data: dict, name: str) -> dict[str, Decimal]:
+def _read_thresholds(reader: _Reader, data: Yaml, name: str) -> dict[str, Decimal]:
     per_asset = data.get(name, {})
     if not isinstance(per_asset, dict):
         raise reader.error(f"thresholds.{name}", f"expected a mapping of asset to amount, got {_type_name(per_asset)}")

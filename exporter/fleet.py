@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .api import IbaneraClient
+from .api.client import IbaneraClient
 from .config import Config, ConfigError, ConnectionConfig, RetryPolicy
 from .poller import ConnectionStatus, Poller
 
@@ -28,7 +28,7 @@ ClientFactory = Callable[[ConnectionConfig, Config, threading.Event], IbaneraCli
 
 
 def default_client(connection: ConnectionConfig, config: Config, stop_event: threading.Event) -> IbaneraClient:
-    return IbaneraClient.for_connection(connection, config, stop_event=stop_event)
+    return IbaneraClient(connection, config, stop_event=stop_event)
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,7 @@ class HTTPServer:
             log.exception("handling a request failed", extra={"client": client})
             return Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal error; see the exporter's log.\n"), False
         if request.method == "HEAD":
-            response = Response(response.status, b"", response.headers + (("Content-Length", str(len(response.body))),),
+            response = Response(response.status, b"", (*response.headers, ("Content-Length", str(len(response.body)))),
                                 response.close)
         return response, keep_alive and not response.close
 

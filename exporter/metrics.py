@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,7 +24,9 @@ from prometheus_client.utils import floatToGoString
 
 from .config import Config, format_duration
 from .model import AccountBalance, CardBalance
-from .poller import CardSnapshot, ConnectionStatus, Snapshot
+from .poller import ConnectionStatus, PartStatus, Snapshot
+
+Row = TypeVar("Row")
 
 # name, HELP, value of an account. The text format and OpenMetrics write gauges the same
 # way, so one rendering serves both.
@@ -45,6 +48,12 @@ def refreshed_note(poll_interval: float) -> str:
     return f"Refreshed by a background poller every {format_duration(poll_interval)}."
 
 
+def _go_float(value: float) -> str:
+    """A sample value as Prometheus writes it (prometheus_client's floatToGoString, typed)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
 def _label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -62,24 +71,26 @@ def render_balances(statuses: Sequence[ConnectionStatus], refreshed: str) -> byt
     rows = [
         (f'{{asset="{_label_value(a.asset)}",asset_account_id="{a.asset_account_id}",'
          f'connection="{_label_value(s.name)}"}} ', a)
-        for s in statuses if s.snapshot is not None for a in s.snapshot.accounts
+        for s in statuses if s.accounts.snapshot is not None for a in s.accounts.snapshot.rows
     ]
     lines: list[str] = []
     _gauges(BALANCE_FAMILIES, rows, refreshed, lines)
-    if any(s.cards_enabled for s in statuses):
+    if any(s.cards is not None for s in statuses):
         _render_cards(statuses, refreshed, lines)
     return "".join(lines).encode()
 
 
-def _gauges(families: tuple, rows: list[tuple[str, object]], refreshed: str, lines: list[str]) -> None:
+def _gauges(families: tuple[tuple[str, str, Callable[[Row], float]], ...], rows: list[tuple[str, Row]], refreshed: str,
+            lines: list[str]) -> None:
     """Each gauge family with one sample per (rendered labels, row)."""
     for name, help_text, value in families:
         lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
-        lines.extend(f"{name}{labels}{floatToGoString(value(row))}\n" for labels, row in rows)
+        lines.extend(f"{name}{labels}{_go_float(value(row))}\n" for labels, row in rows)
 
 
 def _render_cards(statuses: Sequence[ConnectionStatus], refreshed: str, lines: list[str]) -> None:
-    cards = [(s.name, c) for s in statuses if s.cards is not None for c in s.cards.cards]
+    cards = [(s.name, c) for s in statuses if s.cards is not None and s.cards.snapshot is not None
+             for c in s.cards.snapshot.rows]
     rows = [(f'{{card_id="{c.card_id}",connection="{_label_value(name)}",currency="{_label_value(c.currency)}"}} ', c)
             for name, c in cards]
     _gauges(CARD_FAMILIES, rows, refreshed, lines)
@@ -94,12 +105,15 @@ def _render_cards(statuses: Sequence[ConnectionStatus], refreshed: str, lines: l
                      f'status="{_label_value(c.status)}"}} 1.0\n')
 
 
+_Snapshots = tuple[Snapshot[AccountBalance] | Snapshot[CardBalance] | None, ...]
+
+
 @dataclass(frozen=True)
 class _BalanceCache:
-    snapshots: tuple[Snapshot | CardSnapshot | None, ...]  # held, so that identity comparisons stay sound
+    snapshots: _Snapshots  # held, so that identity comparisons stay sound
     body: bytes
-    gzip_prefix: bytes | None = None
-    gzip_state: object | None = None  # a zlib compressor that has seen `body`, sync-flushed
+    gzip_prefix: bytes = b""
+    gzip_state: zlib._Compress | None = None  # a compressor that has seen `body`, sync-flushed
 
 
 class Exposition:
@@ -126,6 +140,7 @@ class Exposition:
         if not gzipped:
             return cache.body + health
         # One gzip stream: the cached compressed balances, continued with this scrape's health.
+        assert cache.gzip_state is not None
         compressor = cache.gzip_state.copy()
         return cache.gzip_prefix + compressor.compress(health) + compressor.flush()
 
@@ -148,12 +163,13 @@ class Exposition:
             return cache
 
 
-def _snapshots_of(statuses: Sequence[ConnectionStatus]) -> tuple:
-    return tuple(snapshot for s in statuses for snapshot in (s.snapshot, s.cards))
+def _snapshots_of(statuses: Sequence[ConnectionStatus]) -> _Snapshots:
+    return tuple(snapshot for s in statuses
+                 for snapshot in (s.accounts.snapshot, s.cards.snapshot if s.cards else None))
 
 
-def _same(cached: tuple, current: tuple) -> bool:
-    return len(cached) == len(current) and all(a is b for a, b in zip(cached, current))
+def _same(cached: _Snapshots, current: _Snapshots) -> bool:
+    return len(cached) == len(current) and all(a is b for a, b in zip(cached, current, strict=False))
 
 
 class HealthCollector(Collector):
@@ -172,13 +188,7 @@ class HealthCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         statuses = self._statuses()
-        count = GaugeMetricFamily(
-            "ibanera_asset_accounts", f"Asset accounts in the last good poll. {self._refreshed}", labels=["connection"]
-        )
-        for status in statuses:
-            if status.snapshot is not None:  # before the first good poll there is nothing to say
-                count.add_metric([status.name], len(status.snapshot.accounts))
-        yield count
+        yield from _part_health(ACCOUNTS_PART, [(s.name, s.accounts) for s in statuses], self._refreshed)
         yield from self._health(statuses)
         threshold = GaugeMetricFamily(
             "ibanera_balance_low_threshold",
@@ -197,9 +207,9 @@ class HealthCollector(Collector):
             for currency, amount in sorted(self._card_thresholds.items()):
                 card_threshold.add_metric([currency], float(amount))
             yield card_threshold
-        carded = [s for s in statuses if s.cards_enabled]
+        carded = [(s.name, s.cards) for s in statuses if s.cards is not None]
         if carded:
-            yield from self._cards_health(carded)
+            yield from _part_health(CARDS_PART, carded, self._refreshed)
         interval = GaugeMetricFamily(
             "ibanera_poll_interval_seconds", "Configured time between the starts of two polls (poll_interval)."
         )
@@ -209,33 +219,11 @@ class HealthCollector(Collector):
         build.add_metric([self._version], 1)
         yield build
 
-    def _cards_health(self, statuses: Sequence[ConnectionStatus]) -> Iterable[Metric]:
-        up = GaugeMetricFamily("ibanera_cards_up", "1 if the last card poll succeeded, else 0 (ibanera_up is about "
-                               "account balances only).", labels=["connection"])
-        count = GaugeMetricFamily("ibanera_cards", f"Cards in the last good card poll. {self._refreshed}", labels=["connection"])
-        last_success = GaugeMetricFamily("ibanera_cards_last_success_timestamp_seconds",
-                                         "Unix time at which the last good card poll ended.", labels=["connection"])
-        failures = CounterMetricFamily("ibanera_card_poll_failures", "Card polls that failed, by reason.",
-                                       labels=["connection", "reason"])
-        for status in statuses:
-            up.add_metric([status.name], 1.0 if status.cards_up else 0.0)
-            if status.cards is not None:
-                count.add_metric([status.name], len(status.cards.cards))
-                last_success.add_metric([status.name], status.cards.completed_at)
-            for reason, value in sorted(status.card_failures.items()):
-                failures.add_metric([status.name, reason], value)
-        return up, count, last_success, failures
-
     def _health(self, statuses: Sequence[ConnectionStatus]) -> Iterable[Metric]:
-        up = GaugeMetricFamily("ibanera_up", "1 if the last poll of the Ibanera API succeeded, else 0.", labels=["connection"])
-        last_success = GaugeMetricFamily(
-            "ibanera_last_success_timestamp_seconds", "Unix time at which the last good poll ended.", labels=["connection"]
-        )
         duration = GaugeMetricFamily(
             "ibanera_poll_duration_seconds", "How long the last poll took, retries included.", labels=["connection"]
         )
         polls = CounterMetricFamily("ibanera_polls", "Polls started.", labels=["connection"])
-        failures = CounterMetricFamily("ibanera_poll_failures", "Polls that failed, by reason.", labels=["connection", "reason"])
         requests = CounterMetricFamily(
             "ibanera_api_requests", "HTTP requests sent to the Ibanera API, by endpoint and status code.",
             labels=["connection", "endpoint", "code"],
@@ -261,14 +249,9 @@ class HealthCollector(Collector):
             name = status.name
             if status.clock_offset is not None:
                 clock_offset.add_metric([name], status.clock_offset)
-            up.add_metric([name], 1.0 if status.up else 0.0)
-            if status.snapshot is not None:
-                last_success.add_metric([name], status.snapshot.completed_at)
             if status.last_poll_duration is not None:
                 duration.add_metric([name], status.last_poll_duration)
             polls.add_metric([name], status.polls)
-            for reason, value in sorted(status.poll_failures.items()):
-                failures.add_metric([name, reason], value)
             for (endpoint, code), value in sorted(status.client.requests.items()):
                 requests.add_metric([name, endpoint, code], value)
             for endpoint, value in sorted(status.client.retries.items()):
@@ -278,8 +261,50 @@ class HealthCollector(Collector):
                 login_failures.add_metric([name, reason], value)
             if status.token_expires_at is not None:
                 token_expiry.add_metric([name], status.token_expires_at)
-        return (up, last_success, duration, polls, failures, requests, retries, logins, login_failures, token_expiry,
-                clock_offset)
+        return duration, polls, requests, retries, logins, login_failures, token_expiry, clock_offset
+
+
+@dataclass(frozen=True)
+class PartFamilies:
+    """The names and words of one poll part's health families."""
+
+    up: str
+    up_help: str
+    count: str
+    count_help: str
+    last_success: str
+    last_success_help: str
+    failures: str
+    failures_help: str
+
+
+ACCOUNTS_PART = PartFamilies(
+    "ibanera_up", "1 if the last poll of the Ibanera API succeeded, else 0.",
+    "ibanera_asset_accounts", "Asset accounts in the last good poll.",
+    "ibanera_last_success_timestamp_seconds", "Unix time at which the last good poll ended.",
+    "ibanera_poll_failures", "Polls that failed, by reason.",
+)
+CARDS_PART = PartFamilies(
+    "ibanera_cards_up", "1 if the last card poll succeeded, else 0 (ibanera_up is about account balances only).",
+    "ibanera_cards", "Cards in the last good card poll.",
+    "ibanera_cards_last_success_timestamp_seconds", "Unix time at which the last good card poll ended.",
+    "ibanera_card_poll_failures", "Card polls that failed, by reason.",
+)
+
+
+def _part_health(names: PartFamilies, parts: Sequence[tuple[str, PartStatus[Row]]], refreshed: str) -> Iterable[Metric]:
+    up = GaugeMetricFamily(names.up, names.up_help, labels=["connection"])
+    count = GaugeMetricFamily(names.count, f"{names.count_help} {refreshed}", labels=["connection"])
+    last_success = GaugeMetricFamily(names.last_success, names.last_success_help, labels=["connection"])
+    failures = CounterMetricFamily(names.failures, names.failures_help, labels=["connection", "reason"])
+    for connection, part in parts:
+        up.add_metric([connection], 1.0 if part.up else 0.0)
+        if part.snapshot is not None:  # before the first good poll there is nothing to say
+            count.add_metric([connection], len(part.snapshot.rows))
+            last_success.add_metric([connection], part.snapshot.completed_at)
+        for reason, value in sorted(part.failures.items()):
+            failures.add_metric([connection, reason], value)
+    return up, count, last_success, failures
 
 
 def build_registry(collector: Collector) -> CollectorRegistry:

@@ -12,6 +12,8 @@ from decimal import Decimal
 
 MAX_ASSET_LENGTH = 64
 
+JsonRow = dict[str, object]  # one element of a reply's `details`, as json.loads made it
+
 
 class InvalidRow(ValueError):
     """One account row cannot be trusted. The message names the field, never a secret."""
@@ -31,7 +33,7 @@ class AccountBalance:
 _MAX_ADJUSTED_EXPONENT = 307
 
 
-def _amount(row: dict, field: str) -> Decimal:
+def _amount(row: JsonRow, field: str) -> Decimal:
     value = row.get(field)
     # Exact type checks: bool is an int in Python, and "100.00" as a string is not what
     # the API documents; both would be a guess, so both are refused.
@@ -51,16 +53,20 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _row_id(row: object) -> int:
+def _object(row: object) -> JsonRow:
     if not isinstance(row, dict):
         raise InvalidRow(f"row is {_describe(row)}, expected an object")
+    return row
+
+
+def _row_id(row: JsonRow) -> int:
     row_id = row.get("id")
     if type(row_id) is not int or row_id < 0:  # exact type: a bool is an int in Python
         raise InvalidRow(f"id is {_describe(row_id)}, expected a non-negative integer")
     return row_id
 
 
-def _unit(row: dict, field: str) -> str:
+def _unit(row: JsonRow, field: str) -> str:
     """The asset of an account or the currency of a card: a label value, so kept short."""
     value = row.get(field)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ASSET_LENGTH:
@@ -68,8 +74,9 @@ def _unit(row: dict, field: str) -> str:
     return value
 
 
-def parse_account(row: object) -> AccountBalance:
+def parse_account(value: object) -> AccountBalance:
     """One element of `details` from GET /customer/accounts/balances."""
+    row = _object(value)
     account_id = _row_id(row)
     try:
         suppressed = row.get("bSuppressed")
@@ -100,7 +107,7 @@ class CardBalance:
     holder_name: str | None  # personal data: None unless the config asks for it
 
 
-def _text(row: dict, field: str) -> str:
+def _text(row: JsonRow, field: str) -> str:
     value = row.get(field)
     if value is None:
         return ""
@@ -109,8 +116,9 @@ def _text(row: dict, field: str) -> str:
     return value
 
 
-def parse_card(row: object, keep_holder_name: bool = False) -> CardBalance:
+def parse_card(value: object, keep_holder_name: bool = False) -> CardBalance:
     """One element of `details` from GET /customer/cards/balances."""
+    row = _object(value)
     card_id = _row_id(row)
     try:
         return CardBalance(

@@ -1,8 +1,11 @@
-"""One background thread per connection: poll, swap the snapshot, keep the health books.
+"""One background thread per connection: poll, swap the snapshots, keep the health books.
 
-A poll is all pages or nothing. The snapshot is a frozen object replaced by a single
-assignment, so a scrape sees either the previous poll or the new one, never a mix, and
-a failed poll leaves the last good snapshot where it was.
+A poll has a part per listing: the account balances, and the card balances where the
+connection asks for them. Each part is all pages or nothing, and the two parts fail
+separately: a card failure never throws away a good account poll, nor the other way
+round. A snapshot is a frozen object replaced by a single assignment, so a scrape sees
+either the previous poll or the new one, never a mix, and a failed part leaves its last
+good snapshot where it was.
 """
 
 from __future__ import annotations
@@ -11,31 +14,35 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from .api import ApiError, Cancelled, ClientCounts, IbaneraClient
+from .api.client import IbaneraClient
+from .api.counters import ClientCounts
+from .api.errors import INTERNAL_REASON, POLL_FAILURE_REASONS, ApiError, Cancelled
+from .api.pages import Listed
 from .model import AccountBalance, CardBalance
 
 log = logging.getLogger("exporter.poller")
 
-# The `reason` of every ApiError, plus "internal" for a bug. All are exported from the
-# start at 0, so that rate() and increase() see the first failure of each kind.
-POLL_FAILURE_REASONS = (
-    "timeout", "connection_error", "http_429", "http_5xx", "unauthorized", "rejected",
-    "login_refused", "login_backoff", "logins_stopped", "malformed", "too_many_pages", "too_large", "internal",
-)
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    accounts: tuple[AccountBalance, ...]
+class Snapshot(Generic[Row]):
+    rows: tuple[Row, ...]
     completed_at: float  # unix time the last page arrived
 
 
 @dataclass(frozen=True)
-class CardSnapshot:
-    cards: tuple[CardBalance, ...]
-    completed_at: float
+class PartStatus(Generic[Row]):
+    """The health of one part of the poll, consistent."""
+
+    snapshot: Snapshot[Row] | None  # the last good poll of this part; None before the first one
+    up: bool  # the last finished poll of this part succeeded
+    failures: dict[str, int]  # by reason, every reason present from the start
+    last_error: str | None
 
 
 @dataclass(frozen=True)
@@ -43,23 +50,62 @@ class ConnectionStatus:
     """Everything a scrape or the landing page needs about one connection, consistent."""
 
     name: str
-    snapshot: Snapshot | None  # the last good poll; None before the first one
-    up: bool  # the last finished poll succeeded
+    accounts: PartStatus[AccountBalance]
+    cards: PartStatus[CardBalance] | None  # None when the connection does not poll cards
     polls: int
-    poll_failures: dict[str, int]  # by reason
-    last_poll_duration: float | None
-    last_error: str | None
+    last_poll_duration: float | None  # of the accounts part, retries included
     token_expires_at: float | None
     logins_paused_until: float | None
     clock_offset: float | None  # the API server's clock minus ours, once measured
     client: ClientCounts
-    # Cards are a part of the poll of their own: their failure leaves the accounts' part,
-    # and ibanera_up, alone. All None/False/empty when the connection does not poll cards.
-    cards_enabled: bool = False
-    cards: CardSnapshot | None = None
-    cards_up: bool = False
-    card_failures: dict[str, int] = field(default_factory=dict)
-    last_card_error: str | None = None
+
+
+class PollPart(Generic[Row]):
+    """The books of one part: its snapshot, whether it is up, its failures by reason.
+
+    Written by the poller thread, read by scrapes: every access holds the poller's lock.
+    """
+
+    def __init__(self, what: str, rows_key: str, lock: threading.Lock) -> None:
+        self._what = what  # "poll" or "card poll", for log lines
+        self._rows_key = rows_key  # what the rows are called in log lines: "accounts" or "cards"
+        self._lock = lock
+        self._snapshot: Snapshot[Row] | None = None
+        self._up = False
+        self._failures: Counter[str] = Counter(dict.fromkeys(POLL_FAILURE_REASONS, 0))
+        self._last_error: str | None = None
+
+    def status(self) -> PartStatus[Row]:
+        """Called under the lock."""
+        return PartStatus(self._snapshot, self._up, dict(self._failures), self._last_error)
+
+    def run(self, connection: str, fetch: Callable[[], Listed[Row]]) -> bool:
+        """One poll of this part; False when it failed. Raises only Cancelled."""
+        try:
+            result = fetch()
+        except Cancelled:
+            raise
+        except ApiError as exc:
+            self._failed(connection, exc.reason, str(exc))
+            return False
+        except Exception as exc:  # a bug, not the API: keep the daemon and the last data alive
+            self._failed(connection, INTERNAL_REASON, f"internal error: {type(exc).__name__}", exc)
+            return False
+        with self._lock:
+            self._snapshot = Snapshot(result.rows, time.time())
+            self._up = True
+            self._last_error = None
+        log.info(f"{self._what} succeeded", extra={"connection": connection, self._rows_key: len(result.rows),
+                                                     "pages": result.pages})
+        return True
+
+    def _failed(self, connection: str, reason: str, message: str, bug: Exception | None = None) -> None:
+        with self._lock:
+            self._up = False
+            self._failures[reason] += 1
+            self._last_error = message
+        log.warning(f"{self._what} failed", extra={"connection": connection, "reason": reason, "error": message},
+                    exc_info=bug)
 
 
 class Poller:
@@ -69,16 +115,10 @@ class Poller:
         self._interval = interval
         self._stop_event = stop_event
         self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self._up = False
         self._polls = 0
-        self._failures: Counter[str] = Counter(dict.fromkeys(POLL_FAILURE_REASONS, 0))
         self._last_duration: float | None = None
-        self._last_error: str | None = None
-        self._cards: CardSnapshot | None = None
-        self._cards_up = False
-        self._last_card_error: str | None = None
-        self._card_failures: Counter[str] = Counter(dict.fromkeys(POLL_FAILURE_REASONS, 0))
+        self._accounts: PollPart[AccountBalance] = PollPart("poll", "accounts", self._lock)
+        self._cards: PollPart[CardBalance] | None = PollPart("card poll", "cards", self._lock) if client.connection.cards else None
         self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)
 
     def start(self) -> None:
@@ -95,21 +135,14 @@ class Poller:
         with self._lock:
             return ConnectionStatus(
                 name=self.name,
-                snapshot=self._snapshot,
-                up=self._up,
+                accounts=self._accounts.status(),
+                cards=self._cards.status() if self._cards else None,
                 polls=self._polls,
-                poll_failures=dict(self._failures),
                 last_poll_duration=self._last_duration,
-                last_error=self._last_error,
                 token_expires_at=self.client.token_expires_at,
                 logins_paused_until=self.client.logins_paused_until,
                 clock_offset=self.client.clock_offset,
                 client=self.client.counters.snapshot(),
-                cards_enabled=self.client.connection.cards,
-                cards=self._cards,
-                cards_up=self._cards_up,
-                card_failures=dict(self._card_failures) if self.client.connection.cards else {},
-                last_card_error=self._last_card_error,
             )
 
     def _run(self) -> None:
@@ -131,61 +164,11 @@ class Poller:
 
     def poll_once(self) -> None:
         """One poll. Raises only Cancelled; every other outcome lands in the health books."""
-        self._poll_accounts()
-        if self.client.connection.cards:
-            self._poll_cards()
-
-    def _poll_cards(self) -> None:
-        try:
-            result = self.client.fetch_cards()
-        except Cancelled:
-            raise
-        except Exception as exc:  # ApiError, or a bug: either way the accounts' part stands
-            reason = exc.reason if isinstance(exc, ApiError) else "internal"
-            with self._lock:
-                self._cards_up = False
-                self._card_failures[reason] += 1
-                self._last_card_error = str(exc) if isinstance(exc, ApiError) else f"internal error: {type(exc).__name__}"
-            log.warning("card poll failed", extra={"connection": self.name, "reason": reason, "error": str(exc)},
-                        exc_info=not isinstance(exc, ApiError))
-            return
-        with self._lock:
-            self._cards = CardSnapshot(result.cards, time.time())
-            self._cards_up = True
-            self._last_card_error = None
-        log.info("card poll succeeded", extra={"connection": self.name, "cards": len(result.cards), "pages": result.pages})
-
-    def _poll_accounts(self) -> None:
         with self._lock:
             self._polls += 1
         started = time.monotonic()
-        try:
-            result = self.client.fetch_balances()
-        except Cancelled:
-            raise
-        except ApiError as exc:
-            self._record_failure(exc.reason, str(exc), time.monotonic() - started)
-            log.warning("poll failed", extra={"connection": self.name, "reason": exc.reason, "error": str(exc)})
-            return
-        except Exception as exc:  # a bug, not the API: keep the daemon and the last data alive
-            self._record_failure("internal", f"internal error: {type(exc).__name__}", time.monotonic() - started)
-            log.exception("poll failed with an internal error", extra={"connection": self.name})
-            return
-        duration = time.monotonic() - started
-        snapshot = Snapshot(accounts=result.accounts, completed_at=time.time())
+        self._accounts.run(self.name, self.client.fetch_balances)
         with self._lock:
-            self._snapshot = snapshot
-            self._up = True
-            self._last_duration = duration
-            self._last_error = None
-        log.info(
-            "poll succeeded",
-            extra={"connection": self.name, "accounts": len(result.accounts), "pages": result.pages, "duration": f"{duration:.3f}s"},
-        )
-
-    def _record_failure(self, reason: str, message: str, duration: float) -> None:
-        with self._lock:
-            self._up = False
-            self._failures[reason] += 1
-            self._last_duration = duration
-            self._last_error = message
+            self._last_duration = time.monotonic() - started
+        if self._cards is not None:
+            self._cards.run(self.name, self.client.fetch_cards)

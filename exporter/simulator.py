@@ -20,10 +20,10 @@ import ssl
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pyotp
@@ -259,7 +259,7 @@ class Simulator:
     def totp_secret_base32(self) -> str:
         return self._totp.secret
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         self._thread.start()
         return self
 
@@ -267,7 +267,7 @@ class Simulator:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -421,7 +421,7 @@ class Simulator:
         if fault is not None and fault.kind == "empty":
             served = []
         elif fault is not None and fault.kind == "huge":
-            served = served + [{"padding": "x" * fault.size}]
+            served = [*served, {"padding": "x" * fault.size}]
         if self.served is not None:
             with self._lock:
                 for row in served:
@@ -540,7 +540,7 @@ class Simulator:
                 # The Date header follows the simulator's clock, which a test may skew.
                 return super().date_time_string(simulator._clock() if timestamp is None else timestamp)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # the exporter's logs are what a user reads; the stand-in stays quiet
 
         return Handler

@@ -103,7 +103,7 @@ class _App:
         if path == "/-/healthy":
             return _text(HTTPStatus.OK, "Healthy.\n")
         if path == "/-/ready":
-            waiting = [s.name for s in context.statuses() if s.snapshot is None]
+            waiting = [s.name for s in context.statuses() if s.accounts.snapshot is None]
             if waiting:
                 return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"Not ready: no good poll yet for {', '.join(waiting)}.\n")
             return _text(HTTPStatus.OK, "Ready.\n")
@@ -140,25 +140,26 @@ def _landing_page(context: WebContext) -> str:
     now = time.time()
     rows = []
     for status in context.statuses():
-        if status.snapshot is None:
+        snapshot = status.accounts.snapshot
+        if snapshot is None:
             last_success, accounts = "never", "–"
         else:
-            age = now - status.snapshot.completed_at
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.snapshot.completed_at))
-            last_success, accounts = f"{stamp} ({age:.0f}s ago)", str(len(status.snapshot.accounts))
-        if not status.cards_enabled:
+            age = now - snapshot.completed_at
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot.completed_at))
+            last_success, accounts = f"{stamp} ({age:.0f}s ago)", str(len(snapshot.rows))
+        if status.cards is None:
             cards = "not polled"
         else:
-            count = f", {len(status.cards.cards)} cards" if status.cards is not None else ""
-            cards = ("up" if status.cards_up else "down") + count
-            if status.last_card_error:
-                cards += f" (last error: {status.last_card_error})"
+            count = f", {len(status.cards.snapshot.rows)} cards" if status.cards.snapshot is not None else ""
+            cards = ("up" if status.cards.up else "down") + count
+            if status.cards.last_error:
+                cards += f" (last error: {status.cards.last_error})"
         rows.append(
             "<tr>"
             + "".join(
                 f"<td>{html.escape(cell)}</td>"
-                for cell in (status.name, "up" if status.up else "down", last_success, accounts, cards,
-                             status.last_error or "")
+                for cell in (status.name, "up" if status.accounts.up else "down", last_success, accounts, cards,
+                             status.accounts.last_error or "")
             )
             + "</tr>"
         )

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.api import IbaneraClient
+from exporter.api.client import IbaneraClient
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.metrics import Exposition
 from exporter.poller import Poller
@@ -126,7 +126,7 @@ def build_stack(clock, accounts=None, simulator=None, connections=({},), config=
     cfg = Config(connections=conns, **{"retry": FAST_RETRY, **(config or {})})
     stack = Stack(sim, cfg, clock)
     for conn in conns:
-        client = IbaneraClient.for_connection(conn, cfg, stop_event=stack.stop_event, clock=clock, sleep=clock.sleep)
+        client = IbaneraClient(conn, cfg, stop_event=stack.stop_event, clock=clock, sleep=clock.sleep)
         stack.pollers.append(Poller(client, cfg.poll_interval, stack.stop_event))
 
     def statuses():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-
 from conftest import account
+
 from exporter.simulator import CARDS_PATH, Fault, SimCard
 
 D = Decimal
@@ -48,7 +48,7 @@ def test_card_amounts_keep_every_digit_and_descriptive_fields_go_to_info(make_st
     labels = frozenset({("connection", "c0"), ("card_id", "7"), ("currency", "EUR")})
     assert metrics[("ibanera_card_total_balance", labels)] == 12345678901.23
     assert metrics[("ibanera_card_available_balance", labels)] == 0.01
-    info = [dict(l) for (n, l), v in metrics.items() if n == "ibanera_card_info" and v == 1]
+    info = [dict(labels) for (n, labels), v in metrics.items() if n == "ibanera_card_info" and v == 1]
     assert info == [{"connection": "c0", "card_id": "7", "card_last4": "0042", "customers_reference": 'ACME "east"',
                      "status": "Blocked"}]
 
@@ -61,8 +61,8 @@ def test_holder_names_are_exported_only_when_asked_for(make_stack):
     text = stack.get("/metrics").text
     assert text.count("Ada Lovelace") == 1
     assert 'card_holder_name="Ada Lovelace"' in text and 'connection="named"' in text.split("Ada Lovelace")[1].split("\n")[0]
-    private = [p for p in stack.pollers if p.name == "private"][0]
-    assert private.status().cards.cards[0].holder_name is None  # not even held in memory
+    private = next(p for p in stack.pollers if p.name == "private")
+    assert private.status().cards.snapshot.rows[0].holder_name is None  # not even held in memory
 
 
 def test_a_card_failure_keeps_the_account_balances_and_ibanera_up(make_stack):
@@ -99,7 +99,7 @@ def test_cards_that_vanish_from_the_api_vanish_from_metrics(make_stack):
     stack.simulator.set_cards([card(1), card(3)])
     stack.poll()
     assert set(cards_of(stack)) == {"1", "3"}
-    assert {dict(l)["card_id"] for (n, l) in stack.metrics() if n == "ibanera_card_info"} == {"1", "3"}
+    assert {dict(labels)["card_id"] for (n, labels) in stack.metrics() if n == "ibanera_card_info"} == {"1", "3"}
 
 
 @pytest.mark.parametrize("fault, reason", [(Fault("html", "cards"), "malformed"), (Fault("empty", "cards"), "malformed"),

@@ -11,7 +11,6 @@ import sys
 
 import httpx
 import pytest
-
 from conftest import ROOT, SCRIPT, Running, samples
 
 ENV = {**os.environ, "IBANERA_USERNAME": "alice-the-user", "IBANERA_PASSWORD": "pa55-Very-Secret",

@@ -4,13 +4,20 @@ from decimal import Decimal
 
 import httpx
 import pytest
-
 from conftest import FAST_RETRY, account, connection_for
-from exporter.api import (
-    ApiRejected, IbaneraClient, LoginPaused, LoginRefused, MalformedResponse, TooManyPages, TransientError,
-    Unauthorized, parse_retry_after,
+
+from exporter.api.client import IbaneraClient
+from exporter.api.envelope import parse_retry_after
+from exporter.api.errors import (
+    ApiRejected,
+    LoginPaused,
+    LoginRefused,
+    MalformedResponse,
+    TooManyPages,
+    TransientError,
+    Unauthorized,
 )
-from exporter.config import Secret
+from exporter.config import Config, Secret
 from exporter.simulator import BALANCES_PATH, CARDS_PATH, LOGIN_PATH, Fault, Simulator
 from exporter.totp import decode_secret, totp_at
 
@@ -26,8 +33,9 @@ def make_client(clock):
     clients = []
 
     def make(sim, retry=FAST_RETRY, login_backoff=900.0, **overrides):
-        client = IbaneraClient(connection_for(sim, **overrides), request_timeout=2.0, retry=retry,
-                               login_backoff=login_backoff, clock=clock, sleep=clock.sleep)
+        connection = connection_for(sim, **overrides)
+        config = Config((connection,), request_timeout=2.0, retry=retry, login_backoff=login_backoff)
+        client = IbaneraClient(connection, config, clock=clock, sleep=clock.sleep)
         clients.append(client)
         return client
 
@@ -37,7 +45,7 @@ def make_client(clock):
 
 
 def ids(result):
-    return [a.asset_account_id for a in result.accounts]
+    return [a.asset_account_id for a in result.rows]
 
 
 def test_logs_in_once_and_reuses_the_token(simulator, make_client):
@@ -126,7 +134,7 @@ def test_amounts_keep_every_digit(clock, make_client):
             account(2, "USD", total="12345678901.23"),
             account(3, "ETH", total="1.123456789012345678")]
     with Simulator(rows, clock=clock) as sim:
-        accounts = make_client(sim).fetch_balances().accounts
+        accounts = make_client(sim).fetch_balances().rows
     assert accounts[0].total == Decimal("0.00000001") and accounts[0].available == Decimal("0")
     assert accounts[1].total == Decimal("12345678901.23")
     assert accounts[2].total == Decimal("1.123456789012345678")

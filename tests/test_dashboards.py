@@ -18,8 +18,8 @@ from decimal import Decimal
 import httpx
 import pytest
 import yaml
-
 from conftest import ROOT, FakeClock, Running, build_stack
+
 from exporter.simulator import demo_accounts
 
 DASHBOARDS = ROOT / "dashboards"
@@ -177,7 +177,7 @@ def test_every_label_in_annotations_and_legends_exists(demo_exposition):
     for panel in panels():
         for target in panel.get("targets", []):
             available = scrape_labels.union(*(names.get(m, set()) for m in metric_names(target["expr"])))
-            for name in metric_names(target["expr"]) & {r["record"] for r in recording_rules()}:
+            for _name in metric_names(target["expr"]) & {r["record"] for r in recording_rules()}:
                 available |= {"connection", "asset"}  # what the recording rules keep
             for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
                 assert label in available, (panel["title"], label)
@@ -238,7 +238,7 @@ def live(tmp_path_factory):
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
-    log = open(work / "prometheus.log", "w")
+    log = open(work / "prometheus.log", "w")  # noqa: SIM115 - open for the server's whole life
     process = subprocess.Popen(
         [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -275,7 +275,7 @@ def test_real_prometheus_scrapes_the_exporter(live):
 def test_every_dashboard_query_returns_data(live):
     _, prometheus = live
     for title, expr in dashboard_queries("10s"):
-        assert eventually(lambda: prometheus.query(expr), timeout=10), f"no data for panel {title!r}: {expr}"
+        assert eventually(lambda expr=expr: prometheus.query(expr), timeout=10), f"no data for panel {title!r}: {expr}"
 
 
 def test_the_suppressed_demo_account_fires_its_alert(live):

@@ -15,7 +15,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -5,14 +5,14 @@ import zlib
 from decimal import Decimal
 
 import httpx
+from conftest import account, samples
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import account, samples
-from exporter.config import Config, Secret
 from exporter import metrics as metrics_module
+from exporter.api.errors import POLL_FAILURE_REASONS
+from exporter.config import Config, Secret
 from exporter.metrics import Exposition
-from exporter.poller import POLL_FAILURE_REASONS
 from exporter.simulator import Fault
 from exporter.web import WebContext, WebServer
 
@@ -240,8 +240,8 @@ def test_failure_counters_start_at_zero_for_every_reason(make_stack):
     stack = make_stack()
     stack.poll()
     metrics = stack.metrics()
-    poll_reasons = {dict(l)["reason"]: v for (n, l), v in metrics.items() if n == "ibanera_poll_failures_total"}
-    login_reasons = {dict(l)["reason"]: v for (n, l), v in metrics.items() if n == "ibanera_login_failures_total"}
+    poll_reasons = {dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_poll_failures_total"}
+    login_reasons = {dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_login_failures_total"}
     assert set(poll_reasons) == set(POLL_FAILURE_REASONS) and set(poll_reasons.values()) == {0}
     assert set(login_reasons) == {"Required", "Username_Or_Password_Incorrect", "Account_Not_Verified",
                                   "Account_Locked", "Account_Suppressed", "other"}

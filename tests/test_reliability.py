@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -10,16 +11,17 @@ import time
 from decimal import Decimal
 
 import pytest
+from conftest import ROOT, FakeClock, Running, account, build_stack, connection_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from conftest import ROOT, FakeClock, Running, account, build_stack, connection_for
-from exporter.api import IbaneraClient
-from exporter.config import RetryPolicy, Secret
+from exporter.api.client import IbaneraClient
+from exporter.api.envelope import Page, decode_envelope, read_page
+from exporter.api.errors import ApiError, MalformedResponse
+from exporter.config import Config, RetryPolicy, Secret
+from exporter.model import AccountBalance, parse_account, parse_card
 from exporter.poller import Poller
-from exporter.api import ApiError, MalformedResponse, Page, decode_envelope, read_page
-from exporter.model import AccountBalance, parse_card
 from exporter.simulator import DROP, Fault, RawJson, Simulator
 
 FIVE = [account(i, total=f"{i}.01", available=f"{i}.00", pending="0.01") for i in range(1, 6)]
@@ -179,7 +181,7 @@ def test_a_negative_pending_balance_is_published_as_reported(make_stack):
 def test_odd_asset_names_are_escaped_and_parse_back_exactly(make_stack, asset):
     stack = make_stack([account(1, asset=asset, total="1.5")])
     stack.poll()
-    labels = [dict(l) for (n, l) in stack.metrics() if n == "ibanera_total_balance"]
+    labels = [dict(found) for (n, found) in stack.metrics() if n == "ibanera_total_balance"]
     assert labels == [{"connection": "c0", "asset_account_id": "1", "asset": asset}]
     om = stack.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
     om_assets = [s.labels["asset"] for f in parse_openmetrics(om) if f.name == "ibanera_total_balance" for s in f.samples]
@@ -229,7 +231,7 @@ def test_decode_envelope_returns_an_envelope_or_raises_its_own_errors(status, bo
 }), page=st.integers(min_value=1, max_value=5), cards=st.booleans())
 def test_read_page_returns_valid_rows_or_raises_malformed(envelope, page, cards):
     try:
-        result = read_page(envelope, page, parse_card) if cards else read_page(envelope, page)
+        result = read_page(envelope, page, parse_card if cards else parse_account)
     except MalformedResponse:
         return
     assert isinstance(result, Page)
@@ -285,7 +287,7 @@ def test_no_fault_ever_gets_the_account_locked(make_stack):
         stack.clock.advance(60)
     times = stack.simulator.failed_login_times
     assert len(times) == 4, "every injected refusal reached a login"
-    assert all(later - earlier >= 900 for earlier, later in zip(times, times[1:]))
+    assert all(later - earlier >= 900 for earlier, later in itertools.pairwise(times))
     assert stack.value("ibanera_polls_total", connection="c0") == 150
     assert stack.simulator.logins_succeeded >= 10
 
@@ -297,7 +299,7 @@ def test_credentials_that_stay_wrong_stop_logins_before_the_account_locks(make_s
         stack.clock.advance(60)
     assert stack.simulator.logins_failed == 3 and not stack.simulator.locked
     assert stack.value("ibanera_poll_failures_total", connection="c0", reason="logins_stopped") > 1000
-    last_error = stack.pollers[0].status().last_error
+    last_error = stack.pollers[0].status().accounts.last_error
     assert "3 refused logins in a row" in last_error and "restart" in last_error
 
 
@@ -353,7 +355,7 @@ def test_a_poller_thread_leaves_a_retry_sleep_at_once():
         simulator.inject(Fault("http", "balances", status=503), times=5)
         stop = threading.Event()
         connection = connection_for(simulator)
-        client = IbaneraClient(connection, request_timeout=5, retry=RetryPolicy(5, 20.0, 30.0), login_backoff=900, stop_event=stop)
+        client = IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(5, 20.0, 30.0)), stop_event=stop)
         poller = Poller(client, 60, stop)
         poller.start()
         _wait_for(lambda: simulator.requests["/api/v1/customer/accounts/balances"] >= 1)

@@ -94,7 +94,7 @@ def setup(tmp_path, simulator):
         path.write_text(config_text(simulator, **overrides))
         exporter = Exporter(path, clock, web_config)
         started.append(exporter)
-        exporter.wait_until(lambda: all(s.snapshot for s in exporter.fleet.statuses()), "a first good poll")
+        exporter.wait_until(lambda: all(s.accounts.snapshot for s in exporter.fleet.statuses()), "a first good poll")
         return exporter, path
 
     yield make
@@ -104,7 +104,7 @@ def setup(tmp_path, simulator):
 
 def test_unchanged_connections_keep_poller_token_and_snapshot_and_thresholds_apply_at_once(setup, simulator):
     exporter, path = setup()
-    before = {s.name: s.snapshot for s in exporter.fleet.statuses()}
+    before = {s.name: s.accounts.snapshot for s in exporter.fleet.statuses()}
     reloaded_before = exporter.series("ibanera_config_last_reload_success_timestamp_seconds")[""]
     assert simulator.logins_succeeded == 2
     time.sleep(0.01)
@@ -113,7 +113,7 @@ def test_unchanged_connections_keep_poller_token_and_snapshot_and_thresholds_app
     assert (response.status_code, response.text) == (200, "Reloaded.\n")
     assert exporter.series("ibanera_balance_low_threshold") == {"USD": 5.0, "BTC": 1.0}
     assert simulator.logins_succeeded == 2  # no new login
-    assert all(s.snapshot is before[s.name] for s in exporter.fleet.statuses())  # the very same snapshots
+    assert all(s.accounts.snapshot is before[s.name] for s in exporter.fleet.statuses())  # the very same snapshots
     assert exporter.series("ibanera_config_last_reload_successful") == {"": 1.0}
     assert exporter.series("ibanera_config_last_reload_success_timestamp_seconds")[""] > reloaded_before
 
@@ -132,13 +132,13 @@ def test_a_removed_connection_stops_and_its_series_vanish_a_new_one_starts(setup
 def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator):
     # A clock half a second before a step: the restart waits 0.5 s + the margin, then logs in.
     exporter, path = setup(clock=lambda: 1000 * TOTP_STEP_SECONDS - 0.5)
-    a_snapshot = next(s.snapshot for s in exporter.fleet.statuses() if s.name == "a")
+    a_snapshot = next(s.accounts.snapshot for s in exporter.fleet.statuses() if s.name == "a")
     path.write_text(config_text(simulator, connection_b={"page_size": 1}))
     assert exporter.reload().status_code == 200
     assert simulator.logins_succeeded == 2  # not yet: the old client may have used this step's code
     exporter.wait_until(lambda: simulator.logins_succeeded == 3, "b logged in again")
     exporter.wait_until(lambda: exporter.series("ibanera_up").get("b") == 1.0, "b polled again")
-    assert next(s.snapshot for s in exporter.fleet.statuses() if s.name == "a") is a_snapshot
+    assert next(s.accounts.snapshot for s in exporter.fleet.statuses() if s.name == "a") is a_snapshot
     assert simulator.logins_succeeded == 3
 
 

@@ -15,9 +15,10 @@ import httpx
 import pytest
 import trustme
 import yaml
-
 from conftest import SCRIPT, FakeClock, Running, account, build_stack, connection_for
-from exporter.api import IbaneraClient, TransientError
+
+from exporter.api.client import IbaneraClient
+from exporter.api.errors import TransientError
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.metrics import Exposition
 from exporter.simulator import Fault, Simulator
@@ -251,25 +252,25 @@ def https_simulator(ca, tmp_path):
 
 
 def _client(simulator, **overrides) -> IbaneraClient:
-    return IbaneraClient(connection_for(simulator, **overrides), request_timeout=5,
-                         retry=RetryPolicy(1, 0.01, 0.01), login_backoff=900)
+    connection = connection_for(simulator, **overrides)
+    return IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01)))
 
 
 def test_upstream_tls_is_verified_by_default(https_simulator):
     simulator, _ = https_simulator
-    with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+    with pytest.raises(TransientError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         _client(simulator).fetch_balances()
     assert simulator.logins_succeeded == 0
 
 
 def test_upstream_ca_file(https_simulator):
     simulator, ca_file = https_simulator
-    assert len(_client(simulator, ca_file=str(ca_file)).fetch_balances().accounts) == 1
+    assert len(_client(simulator, ca_file=str(ca_file)).fetch_balances().rows) == 1
 
 
 def test_turning_verification_off_needs_its_own_key_and_warns_at_start(https_simulator, tmp_path):
     simulator, _ = https_simulator
-    assert len(_client(simulator, tls_insecure_skip_verify=True).fetch_balances().accounts) == 1
+    assert len(_client(simulator, tls_insecure_skip_verify=True).fetch_balances().rows) == 1
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"connections": [{
         "name": "insecure", "base_url": simulator.url, "username": simulator.username, "password": simulator.password,

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -152,7 +153,7 @@ def test_listen_backlog_is_at_least_128(server):
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -291,4 +292,4 @@ def read_response_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
-    return int(status_line.split(" ")[1]), {n.lower(): v.strip() for n, _, v in (l.partition(":") for l in lines)}, rest
+    return int(status_line.split(" ")[1]), {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}, rest

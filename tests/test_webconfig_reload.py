@@ -7,11 +7,15 @@ import os
 
 import httpx
 import pytest
+import test_security
 import trustme
 import yaml
-from test_security import HASH, PASSWORD, ca, certs, tls_client, web  # noqa: F401 - fixtures
+from test_security import HASH, PASSWORD, tls_client
 
 from exporter.webconfig import WebConfigError, load_web_config
+
+# The TLS and web-server fixtures of test_security, shared rather than copied.
+ca, certs, web = test_security.ca, test_security.certs, test_security.web
 
 AUTH = {"basic_auth_users": {"prometheus": HASH}}
 TLS = {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}
@@ -105,7 +109,7 @@ def test_a_half_written_certificate_pair_keeps_the_old_one(web, certs, tmp_path,
 
 def test_http2_is_refused_with_a_clear_error_and_false_is_accepted(tmp_path):
     (tmp_path / "web.yml").write_text("http_server_config: {http2: true}\n")
-    with pytest.raises(WebConfigError, match="http_server_config.http2: not supported: this exporter serves HTTP/1.1"):
+    with pytest.raises(WebConfigError, match=r"http_server_config\.http2: not supported: this exporter serves HTTP/1\.1"):
         load_web_config(tmp_path / "web.yml")
     (tmp_path / "web.yml").write_text("http_server_config: {http2: false}\n")
     assert load_web_config(tmp_path / "web.yml").config.tls is None

@@ -1,0 +1,189 @@
+"""One HTTP request to the API, and the retries of transient failures.
+
+The transport owns the httpx client, the size cap on replies, the request counters and
+the retry policy (tenacity: exponential backoff with jitter, Retry-After honoured). It
+knows nothing of tokens or codes: the caller passes a function that builds the request,
+called again for every attempt, so that each attempt carries a code computed just
+before it is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from .. import __version__
+from ..config import ConnectionConfig, RetryPolicy
+from .counters import ClientCounters
+from .envelope import JsonObject, decode_envelope
+from .errors import Cancelled, ConnectionFailed, RequestTimeout, ResponseTooLarge, TransientError
+
+log = logging.getLogger("exporter.api")
+
+QueryParams = Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One attempt. Its headers and body hold secrets: they never show in a repr."""
+
+    endpoint: str  # the `endpoint` label
+    method: str
+    path: str
+    params: QueryParams | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    json_body: Mapping[str, str] | None = field(default=None, repr=False)
+
+
+class Transport:
+    def __init__(
+        self,
+        connection: ConnectionConfig,
+        *,
+        request_timeout: float,
+        retry: RetryPolicy,
+        max_response_size: int,
+        counters: ClientCounters,
+        clock: Callable[[], float],
+        on_date: Callable[[str | None, float], None],
+        stop_event: threading.Event,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self._connection = connection.name
+        self._retry = retry
+        self._max_response_size = max_response_size
+        self._counters = counters
+        self._clock = clock
+        self._on_date = on_date
+        self._stop_event = stop_event
+        self.sleep = sleep or self._sleep_unless_stopped
+        self._backoff = wait_exponential_jitter(
+            multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
+        )
+        if connection.tls_insecure_skip_verify:
+            log.warning("TLS verification is off: anyone on the path to the API can read the credentials",
+                        extra={"connection": connection.name})
+        self._http = httpx.Client(
+            base_url=connection.base_url,
+            timeout=request_timeout,
+            # Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them by default.
+            verify=_tls_verification(connection),
+            follow_redirects=False,
+            headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- with retries -------------------------------------------------------------------
+
+    def call(self, endpoint: str, build: Callable[[], Request]) -> JsonObject:
+        """The envelope of a success, retrying transient failures; any other ApiError at once."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=self._should_stop,
+            wait=self._wait,
+            sleep=self.sleep,
+            before_sleep=lambda state: self._on_retry(endpoint, state),
+            reraise=True,
+        )
+        return retrying(lambda: self.send(build()))
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self._retry.max_attempts:
+            return True
+        # A server that asks us to wait longer than we ever back off is not coming back
+        # within this poll; the next poll will ask again.
+        retry_after = _retry_after(state)
+        return retry_after is not None and retry_after > self._retry.max_backoff
+
+    def _wait(self, state: RetryCallState) -> float:
+        return max(self._backoff(state), _retry_after(state) or 0.0)
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        if self._stop_event.wait(seconds):
+            raise Cancelled()
+
+    def _on_retry(self, endpoint: str, state: RetryCallState) -> None:
+        self._counters.retry(endpoint)
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "request failed, retrying",
+            extra={
+                "connection": self._connection,
+                "endpoint": endpoint,
+                "error": str(error),
+                "attempt": f"{state.attempt_number}/{self._retry.max_attempts}",
+                "retry_in": f"{state.upcoming_sleep:.1f}s",
+            },
+        )
+
+    # -- one attempt ----------------------------------------------------------------------
+
+    def send(self, request: Request) -> JsonObject:
+        """One attempt: the envelope of a success, or the ApiError that says why not."""
+        endpoint = request.endpoint
+        built = self._http.build_request(request.method, request.path, params=request.params,
+                                         json=request.json_body, headers=request.headers)
+        sent_at = self._clock()
+        try:
+            response = self._http.send(built, stream=True)
+            try:
+                content = self._read_capped(endpoint, response)
+            except ResponseTooLarge:
+                self._counters.request(endpoint, str(response.status_code))  # answered, then refused by us
+                raise
+            finally:
+                response.close()
+        except httpx.TimeoutException as exc:
+            self._counters.request(endpoint, "timeout")
+            raise RequestTimeout(f"{endpoint}: no answer within the request timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            self._counters.request(endpoint, "error")
+            raise ConnectionFailed(f"{endpoint}: {type(exc).__name__}: {exc}") from None
+        self._counters.request(endpoint, str(response.status_code))
+        if 200 <= response.status_code < 300:
+            self._on_date(response.headers.get("Date"), sent_at)
+        return decode_envelope(endpoint, response.status_code, response.headers, content, self._clock())
+
+    def probe(self) -> str | None:
+        """GET / without credentials: the Date header of whatever answers, or None."""
+        try:
+            response = self._http.get("/")
+        except httpx.HTTPError:
+            self._counters.request("clock", "error")
+            return None
+        self._counters.request("clock", str(response.status_code))
+        date: str | None = response.headers.get("Date")
+        return date
+
+    def _read_capped(self, endpoint: str, response: httpx.Response) -> bytes:
+        """The decoded body, refused as soon as it grows past max_response_size (gzip bombs too)."""
+        limit = self._max_response_size
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(f"{endpoint}: the reply declares {declared} bytes, more than max_response_size={limit}")
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge(f"{endpoint}: the reply is larger than max_response_size={limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    error = state.outcome.exception() if state.outcome else None
+    return error.retry_after if isinstance(error, TransientError) else None
+
+
+def _tls_verification(connection: ConnectionConfig) -> ssl.SSLContext | bool:
+    if connection.tls_insecure_skip_verify:
+        return False
+    return ssl.create_default_context(cafile=str(connection.ca_file)) if connection.ca_file else True
