@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from . import __version__
+from . import __version__, early  # noqa: F401 - first: see early.py
 from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config, parse_duration
 from .fleet import Fleet
 from .httpserver import DEFAULT_LIMITS, ServerLimits
@@ -114,8 +114,6 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # SIGHUP never ends this process: ignored until _serve makes it a reload.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
