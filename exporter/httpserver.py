@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import selectors
 import socket
 import ssl
 import threading
@@ -156,6 +157,7 @@ class _Connection:
     # Not answering a whole request (waiting for one, or still reading it): may be closed to make room.
     idle: bool = True
     since: float = field(default_factory=time.monotonic)
+    closing: bool = False  # closed to make room; its thread has yet to finish
 
 
 DEFAULT_LIMITS = ServerLimits()
@@ -201,9 +203,15 @@ class HTTPServer:
     # -- accepting ---------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            self._accept_until_stopped(selector)
+
+    def _accept_until_stopped(self, selector: selectors.BaseSelector) -> None:
         backoff = 0.0  # > 0 while accept() is out of descriptors
         while not self._stopping.is_set():
-            if not self._make_room():
+            # Room is made only for a connection that is waiting, never ahead of one.
+            if not selector.select(_STOP_CHECK_SECONDS) or not self._make_room():
                 continue
             try:
                 sock, address = self._listener.accept()
@@ -231,12 +239,15 @@ class HTTPServer:
         with self._lock:
             if len(self._connections) < self._limits.max_connections:
                 return True
-            idle = [c for c in self._connections.values() if c.idle]
-            if idle:
-                oldest = min(idle, key=lambda c: c.since)
-                oldest.idle = False  # once: its thread removes it as soon as its read fails
-                log.debug("connection limit reached: closing the oldest idle connection", extra={"client": oldest.client})
-                _shutdown(oldest.sock)
+            # One at a time: the one being closed frees its slot when its thread ends.
+            if not any(c.closing for c in self._connections.values()):
+                idle = [c for c in self._connections.values() if c.idle]
+                if idle:
+                    oldest = min(idle, key=lambda c: c.since)
+                    oldest.closing = True
+                    log.debug("connection limit reached: closing the oldest idle connection",
+                              extra={"client": oldest.client})
+                    _shutdown(oldest.sock)
             self._lock.wait(_STOP_CHECK_SECONDS)
             return False
 

@@ -16,6 +16,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -257,33 +258,45 @@ class WebConfigWatcher:
     them off takes a restart, so that no moment of an edit can serve without them.
     """
 
+    # After a refused change, the files are read again this often even if they look the same:
+    # an editor's last write can leave the size and (coarse) timestamps of a half-written state.
+    RETRY_SECONDS = 1.0
+
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
         self._loaded = load_web_config(self._path)  # at start-up, errors are fatal
         self._stamps = self._file_stamps()
+        self._retry_at: float | None = None  # set while the files on disk are a refused change
+        self._refusal: str | None = None
 
     def current(self) -> LoadedWebConfig:
         stamps = self._file_stamps()
-        if stamps != self._stamps:
+        if stamps != self._stamps or self._retry_due():
             with self._lock:
-                if stamps != self._stamps:
+                changed = stamps != self._stamps
+                if changed or self._retry_due():
                     self._stamps = stamps
-                    self._reload()
+                    self._reload(log_again=changed)
         return self._loaded
 
-    def _reload(self) -> None:
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and time.monotonic() >= self._retry_at
+
+    def _reload(self, log_again: bool) -> None:
         try:
             loaded = load_web_config(self._path)
+            reason = weakening(self._loaded.config, loaded.config)
+            if reason:
+                raise WebConfigError(f"{self._path}: {reason}; turning TLS, basic auth or client certificate checks "
+                                     "off needs a restart")
         except WebConfigError as exc:
-            log.error("web config not reloaded, the last good one stays in use", extra={"error": str(exc)})
+            self._retry_at = time.monotonic() + self.RETRY_SECONDS
+            if log_again or str(exc) != self._refusal:  # the retries repeat nothing already said
+                log.error("web config not reloaded, the last good one stays in use", extra={"error": str(exc)})
+            self._refusal = str(exc)
             return
-        reason = weakening(self._loaded.config, loaded.config)
-        if reason:
-            log.error("web config not reloaded, the last good one stays in use: turning TLS, basic auth or client "
-                      "certificate checks off needs a restart", extra={"file": str(self._path), "error": reason})
-            return
-        self._loaded = loaded
+        self._loaded, self._retry_at, self._refusal = loaded, None, None
         log.info("web config reloaded", extra={"file": str(self._path)})
 
     def _file_stamps(self) -> tuple[tuple[int, int, int, int] | None, ...]:

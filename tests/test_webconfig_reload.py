@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import httpx
 import pytest
@@ -113,3 +114,23 @@ def test_http2_is_refused_with_a_clear_error_and_false_is_accepted(tmp_path):
         load_web_config(tmp_path / "web.yml")
     (tmp_path / "web.yml").write_text("http_server_config: {http2: false}\n")
     assert load_web_config(tmp_path / "web.yml").config.tls is None
+
+
+def test_a_refused_change_is_read_again_when_its_certificates_are_complete(web, certs, caplog):
+    # TLS is off, so no certificate is watched yet: the new key's arrival must still be seen.
+    server = web(AUTH)
+    (certs / "server.key").rename(certs / "server.key.later")
+    replace_atomically(certs / "web.yml", yaml.safe_dump({**AUTH, **TLS}))
+    url = f"127.0.0.1:{server.port}/metrics"
+    assert httpx.get(f"http://{url}", auth=("prometheus", PASSWORD)).status_code == 200  # refused: still plain
+    (certs / "server.key.later").rename(certs / "server.key")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with tls_client(certs) as client:
+                assert client.get(f"https://{url}", auth=("prometheus", PASSWORD)).status_code == 200
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "the completed pair was never loaded"
+            time.sleep(0.1)
+    assert logged(caplog).count("web config not reloaded") == 1  # the retries repeat nothing already said
