@@ -179,7 +179,10 @@ def _serve(config: Config, load: Callable[[], Config], address: tuple[str, int],
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
 
-    fleet = Fleet(config)
+    try:
+        fleet = Fleet(config)
+    except ConfigError as exc:  # a connection that cannot be set up, e.g. an unreadable ca_file
+        return _fail(str(exc), 2)
     exposition = Exposition(fleet.statuses, config, __version__)
     reloader = Reloader(load, fleet, exposition)
     exposition.registry.register(reloader)

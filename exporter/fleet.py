@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .api.client import IbaneraClient
-from .config import Config, ConfigError, ConnectionConfig, RetryPolicy
+from .config import Config, ConfigError, ConnectionConfig, RetryPolicy, Secret
 from .poller import ConnectionStatus, Poller
 
 log = logging.getLogger("exporter.fleet")
@@ -101,10 +101,12 @@ class Fleet:
                 stopped=tuple(name for name in old if name not in {c.name for c, _ in wanted}),
             )
             self._running = tuple(new.get(c.name) or old[c.name] for c, _ in wanted)
-            for name in (*result.restarted, *result.stopped):
-                old[name].stop.set()  # its thread ends at its next wait; a request in flight is abandoned
-            for name, running in new.items():
-                delay = self._restart_delay(old[name].settings, running.settings) if name in old else 0.0
+            stopping = [old[name] for name in (*result.restarted, *result.stopped)]
+            for running in stopping:
+                running.stop.set()  # its thread ends at its next wait; a request in flight is abandoned
+            stopping_users = {_api_user(running.settings) for running in stopping}
+            for running in new.values():
+                delay = self._next_code_step() if _api_user(running.settings) in stopping_users else 0.0
                 self._start_later(running.poller, delay)
             return result
 
@@ -130,18 +132,15 @@ class Fleet:
             raise ConfigError(f"connection {connection.name}: cannot be set up: {detail}") from None
         return _Running(PollerSettings.of(connection, config), Poller(client, config.poll_interval, stop), stop)
 
-    def _restart_delay(self, old: PollerSettings, new: PollerSettings) -> float:
-        """Seconds to wait before a restarted connection's first login.
+    def _next_code_step(self) -> float:
+        """Seconds until a client that replaces a stopping one with the same API user may log in.
 
         The old client may have just logged in with the current one-time code, and the new
         client cannot know it: a second login with the same code could be refused, and a
         refused login counts towards locking the account. Waiting past the next step
         makes the new client's first code one the old client never used.
         """
-        if old.connection.username != new.connection.username or old.connection.totp_secret != new.connection.totp_secret:
-            return 0.0
-        now = self._clock()
-        return TOTP_STEP_SECONDS - now % TOTP_STEP_SECONDS + TOTP_STEP_MARGIN_SECONDS
+        return TOTP_STEP_SECONDS - self._clock() % TOTP_STEP_SECONDS + TOTP_STEP_MARGIN_SECONDS
 
     def _start_later(self, poller: Poller, delay: float) -> None:
         if delay <= 0:
@@ -152,3 +151,6 @@ class Fleet:
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
 
+
+def _api_user(settings: PollerSettings) -> tuple[Secret, Secret]:
+    return settings.connection.username, settings.connection.totp_secret

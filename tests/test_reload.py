@@ -119,7 +119,8 @@ def test_unchanged_connections_keep_poller_token_and_snapshot_and_thresholds_app
 
 
 def test_a_removed_connection_stops_and_its_series_vanish_a_new_one_starts(setup, simulator):
-    exporter, path = setup()
+    # c has b's API user, so it waits for the next code step: a clock just before one keeps that short.
+    exporter, path = setup(clock=lambda: 1000 * TOTP_STEP_SECONDS - 0.5)
     assert set(exporter.series("ibanera_up")) == {"a", "b"}
     path.write_text(config_text(simulator, names=("a", "c")))
     assert exporter.reload().status_code == 200
@@ -129,15 +130,19 @@ def test_a_removed_connection_stops_and_its_series_vanish_a_new_one_starts(setup
     assert simulator.logins_succeeded == 3  # c logged in; a did not again
 
 
-def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator):
+@pytest.mark.parametrize("change, name", [
+    ({"connection_b": {"page_size": 1}}, "b"),
+    ({"connection_b": {"name": "b2"}}, "b2"),  # renamed: a new connection, but the same API user
+])
+def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator, change, name):
     # A clock half a second before a step: the restart waits 0.5 s + the margin, then logs in.
     exporter, path = setup(clock=lambda: 1000 * TOTP_STEP_SECONDS - 0.5)
     a_snapshot = next(s.accounts.snapshot for s in exporter.fleet.statuses() if s.name == "a")
-    path.write_text(config_text(simulator, connection_b={"page_size": 1}))
+    path.write_text(config_text(simulator, **change))
     assert exporter.reload().status_code == 200
     assert simulator.logins_succeeded == 2  # not yet: the old client may have used this step's code
-    exporter.wait_until(lambda: simulator.logins_succeeded == 3, "b logged in again")
-    exporter.wait_until(lambda: exporter.series("ibanera_up").get("b") == 1.0, "b polled again")
+    exporter.wait_until(lambda: simulator.logins_succeeded == 3, f"{name} logged in")
+    exporter.wait_until(lambda: exporter.series("ibanera_up").get(name) == 1.0, f"{name} polled")
     assert next(s.accounts.snapshot for s in exporter.fleet.statuses() if s.name == "a") is a_snapshot
     assert simulator.logins_succeeded == 3
 
