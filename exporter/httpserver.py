@@ -68,9 +68,14 @@ class Request:
 @dataclass(frozen=True)
 class Response:
     status: int
-    body: bytes = b""
+    # Sent one after the other: a large shared part (the cached balances) is never copied.
+    body: tuple[bytes, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()  # Content-Length and Connection are added by the server
     close: bool = False  # close the connection after this response
+
+    @property
+    def length(self) -> int:
+        return sum(len(part) for part in self.body)
 
 
 @dataclass(frozen=True)
@@ -326,7 +331,7 @@ class HTTPServer:
         try:
             request, body_left_unread = self._read_request(reader, client, deadline)
         except BadRequest as exc:
-            return Response(exc.status, f"{exc.status.phrase}: {exc}\n".encode()), False
+            return Response(exc.status, (f"{exc.status.phrase}: {exc}\n".encode(),)), False
         self._set_idle(connection, False)
         keep_alive = (request.version == "HTTP/1.1" and not body_left_unread
                       and "close" not in _tokens(request.headers.get("connection", "")))
@@ -334,9 +339,9 @@ class HTTPServer:
             response = self._handler(request)
         except Exception:  # a bug in a handler: one 500, not a dead connection thread
             log.exception("handling a request failed", extra={"client": client})
-            return Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal error; see the exporter's log.\n"), False
+            return Response(HTTPStatus.INTERNAL_SERVER_ERROR, (b"Internal error; see the exporter's log.\n",)), False
         if request.method == "HEAD":
-            response = Response(response.status, b"", (*response.headers, ("Content-Length", str(len(response.body)))),
+            response = Response(response.status, (), (*response.headers, ("Content-Length", str(response.length))),
                                 response.close)
         return response, keep_alive and not response.close
 
@@ -400,15 +405,15 @@ class HTTPServer:
             lines.append(f"Server: {self._server_header}")
         lines += [f"{name}: {value}" for name, value in response.headers]
         if not any(name == "Content-Length" for name, _ in response.headers):
-            lines.append(f"Content-Length: {len(response.body)}")
+            lines.append(f"Content-Length: {response.length}")
         lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         deadline = time.monotonic() + self._limits.write_timeout
-        if len(response.body) < _SEND_CHUNK:
-            _send_all(sock, head + response.body, deadline)
+        if response.length < _SEND_CHUNK:  # one write: with TCP_NODELAY, several small ones would be several packets
+            _send_all(sock, b"".join((head, *response.body)), deadline)
         else:
-            _send_all(sock, head, deadline)
-            _send_all(sock, response.body, deadline)
+            for part in (head, *response.body):
+                _send_all(sock, part, deadline)
 
 
 def _tokens(header: str) -> set[str]:

@@ -135,14 +135,22 @@ class Exposition:
             self._cache = _BalanceCache((), b"")  # matches no set of snapshots: the next scrape renders
 
     def render(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
+        return b"".join(self.render_parts(openmetrics, gzipped))
+
+    def render_parts(self, openmetrics: bool = False, gzipped: bool = False) -> tuple[bytes, bytes]:
+        """The body as (the cached balances, this scrape's part), sent one after the other.
+
+        Not joined: a scrape then holds only its own small part, not a copy of the balances,
+        however many scrapes are being written at once.
+        """
         cache = self._balances(gzipped)
         health = (generate_latest_openmetrics if openmetrics else generate_latest)(self.registry)
         if not gzipped:
-            return cache.body + health
+            return cache.body, health
         # One gzip stream: the cached compressed balances, continued with this scrape's health.
         assert cache.gzip_state is not None
         compressor = cache.gzip_state.copy()
-        return cache.gzip_prefix + compressor.compress(health) + compressor.flush()
+        return cache.gzip_prefix, compressor.compress(health) + compressor.flush()
 
     def _balances(self, gzipped: bool) -> _BalanceCache:
         snapshots = _snapshots_of(self._statuses())

@@ -99,7 +99,8 @@ class _App:
         if path == context.telemetry_path:
             return self._metrics(request)
         if path == "/":
-            return Response(HTTPStatus.OK, _landing_page(context).encode(), (("Content-Type", "text/html; charset=utf-8"),))
+            return Response(HTTPStatus.OK, (_landing_page(context).encode(),),
+                            (("Content-Type", "text/html; charset=utf-8"),))
         if path == "/-/healthy":
             return _text(HTTPStatus.OK, "Healthy.\n")
         if path == "/-/ready":
@@ -122,7 +123,7 @@ class _App:
         _, content_type = choose_encoder(request.headers.get("accept", ""))
         gzipped = gzip_accepted(request.headers.get("accept-encoding", ""))
         try:
-            body = self._context.exposition.render(content_type.startswith("application/openmetrics-text"), gzipped)
+            body = self._context.exposition.render_parts(content_type.startswith("application/openmetrics-text"), gzipped)
         except Exception:  # a bug in a collector: answer 500 rather than half an exposition
             log.exception("building the metrics failed")
             return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error building the metrics; see the exporter's log.\n")
@@ -133,7 +134,7 @@ class _App:
 
 
 def _text(status: HTTPStatus, text: str, *headers: tuple[str, str]) -> Response:
-    return Response(status, text.encode(), (("Content-Type", TEXT), *headers))
+    return Response(status, (text.encode(),), (("Content-Type", TEXT), *headers))
 
 
 def _landing_page(context: WebContext) -> str:
