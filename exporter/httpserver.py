@@ -183,6 +183,7 @@ class HTTPServer:
         self._listener.settimeout(_STOP_CHECK_SECONDS)
         self._lock = threading.Condition()
         self._connections: dict[int, _Connection] = {}
+        self._at_limit = False  # said once in the log each time the limit is reached
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name="http-accept", daemon=True)
 
@@ -190,16 +191,13 @@ class HTTPServer:
     def port(self) -> int:
         return int(self._listener.getsockname()[1])
 
-    def open_connections(self) -> int:
-        with self._lock:
-            return len(self._connections)
-
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self._listener.close()
         with self._lock:
             for connection in self._connections.values():
@@ -243,7 +241,12 @@ class HTTPServer:
         """True when a connection may be accepted; at the cap, closes the oldest idle one or waits."""
         with self._lock:
             if len(self._connections) < self._limits.max_connections:
+                self._at_limit = False
                 return True
+            if not self._at_limit:
+                self._at_limit = True
+                log.warning("connection limit reached: closing the oldest idle connections to make room",
+                            extra={"max_connections": self._limits.max_connections})
             # One at a time: the one being closed frees its slot when its thread ends.
             if not any(c.closing for c in self._connections.values()):
                 idle = [c for c in self._connections.values() if c.idle]
