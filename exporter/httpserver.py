@@ -38,6 +38,7 @@ _ACCEPT_RETRY_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAG
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause of accept() while out of descriptors
 _STOP_CHECK_SECONDS = 0.2  # how often the accept loop looks at the stop flag
+_LIMIT_WARNING_INTERVAL = 60.0
 _SEND_CHUNK = 256 * 1024
 _RECV_CHUNK = 16 * 1024  # with max_header_bytes, what one connection's read buffer can hold
 
@@ -183,7 +184,8 @@ class HTTPServer:
         self._listener.settimeout(_STOP_CHECK_SECONDS)
         self._lock = threading.Condition()
         self._connections: dict[int, _Connection] = {}
-        self._at_limit = False  # said once in the log each time the limit is reached
+        self._next_limit_warning = 0.0  # the limit is logged at most once a minute
+        self._closed_for_room = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name="http-accept", daemon=True)
 
@@ -239,25 +241,32 @@ class HTTPServer:
 
     def _make_room(self) -> bool:
         """True when a connection may be accepted; at the cap, closes the oldest idle one or waits."""
+        cap = self._limits.max_connections
+        victim = None
         with self._lock:
-            if len(self._connections) < self._limits.max_connections:
-                self._at_limit = False
+            if len(self._connections) < cap:
                 return True
-            if not self._at_limit:
-                self._at_limit = True
-                log.warning("connection limit reached: closing the oldest idle connections to make room",
-                            extra={"max_connections": self._limits.max_connections})
             # One at a time: the one being closed frees its slot when its thread ends.
             if not any(c.closing for c in self._connections.values()):
                 idle = [c for c in self._connections.values() if c.idle]
                 if idle:
-                    oldest = min(idle, key=lambda c: c.since)
-                    oldest.closing = True
-                    log.debug("connection limit reached: closing the oldest idle connection",
-                              extra={"client": oldest.client})
-                    _shutdown(oldest.sock)
-            self._lock.wait(_STOP_CHECK_SECONDS)
-            return False
+                    victim = min(idle, key=lambda c: c.since)
+                    victim.closing = True
+                    self._closed_for_room += 1
+            now = time.monotonic()
+            warn = now >= self._next_limit_warning
+            if warn:
+                self._next_limit_warning = now + _LIMIT_WARNING_INTERVAL
+                closed, self._closed_for_room = self._closed_for_room, 0
+        # Outside the lock: a slow log sink (a full stderr pipe) must not stop every connection.
+        if victim is not None:
+            _shutdown(victim.sock)
+        if warn:
+            log.warning("connection limit reached: closing the oldest idle connections to make room",
+                        extra={"max_connections": cap, "closed_since_last_warning": closed})
+        with self._lock:
+            self._lock.wait_for(lambda: len(self._connections) < cap, _STOP_CHECK_SECONDS)
+        return False
 
     def _start_connection(self, sock: socket.socket, client: str) -> None:
         connection = _Connection(sock, client)

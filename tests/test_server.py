@@ -96,7 +96,7 @@ def healthy(server: WebServer) -> bool:
 # -- bounded work per client ----------------------------------------------------------
 
 
-def test_connections_and_threads_are_capped_and_new_clients_still_get_in():
+def test_connections_and_threads_are_capped_and_new_clients_still_get_in(caplog):
     server = start_server(ServerLimits(max_connections=8, read_header_timeout=30, idle_timeout=30))
     threads_before = threading.active_count()
     silent = [connect(server) for _ in range(60)]  # connect and say nothing
@@ -109,6 +109,8 @@ def test_connections_and_threads_are_capped_and_new_clients_still_get_in():
             time.sleep(0.05)  # the threads of the closed ones finishing
         assert sum(closed_by_server(s, 0) for s in silent) == 52
         assert threading.active_count() - threads_before <= 8
+        # Said once, not once per connection closed: a flood must not become a flood of log lines.
+        assert caplog.text.count("connection limit reached") == 1
         # The oldest idle connections were closed to make room: a scraper still gets its answer.
         assert healthy(server)
     finally:
