@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capacity import SCRIPT, _proc  # noqa: E402 - the same process probes as the capacity bench
+from capacity import SCRIPT, _proc
 
 
 def main() -> int:
