@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from pathlib import Path
 
 from . import __version__, early  # noqa: F401 - first: see early.py
+from .api.client import IbaneraClient
+from .api.memory import LoginMemory
 from .config import Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config, parse_duration
-from .fleet import Fleet
+from .fleet import ClientFactory, Fleet
 from .httpserver import DEFAULT_LIMITS, ServerLimits
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
@@ -59,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="only log messages with the given severity or above (default: %(default)s)")
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
                         help="output format of log messages (default: %(default)s)")
+    parser.add_argument("--storage.path", dest="storage_path", metavar="DIR",
+                        help="folder for the login state that must survive a restart (the last one-time code step "
+                        "used, a login pause); without it the first login after a start waits up to 30s")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and its secrets, print what would be polled, and exit")
     parser.add_argument("--demo", action="store_true",
@@ -148,12 +156,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if simulator:
             simulator.stop()
         return 0
+    storage = Path(args.storage_path) if args.storage_path else None
+    if storage is not None and not (storage.is_dir() and os.access(storage, os.W_OK | os.X_OK)):
+        return _fail(f"--storage.path: {storage} is not a writable folder", 2)
     demo_config = config
 
     def load() -> Config:
         return demo_config if args.demo else load_config(args.config_file)
 
-    return _serve(config, load, address, args.telemetry_path, simulator, web_config, limits)
+    def make_client(connection: ConnectionConfig, current: Config, stop_event: threading.Event) -> IbaneraClient:
+        # The built-in simulator is new with this process: none of its codes was ever used.
+        memory = (LoginMemory.first_contact() if simulator is not None
+                  else LoginMemory.open(storage, connection.name, time.time(), current.login_backoff))
+        return IbaneraClient(connection, current, memory=memory, stop_event=stop_event)
+
+    return _serve(config, load, make_client, address, args.telemetry_path, simulator, web_config, limits)
 
 
 def _limits(args: argparse.Namespace) -> ServerLimits:
@@ -164,8 +181,9 @@ def _limits(args: argparse.Namespace) -> ServerLimits:
                         idle_timeout=parse_duration(args.idle_timeout, "--web.idle-timeout"))
 
 
-def _serve(config: Config, load: Callable[[], Config], address: tuple[str, int], telemetry_path: str,
-           simulator: Simulator | None, web_config: WebConfigWatcher | None, limits: ServerLimits) -> int:
+def _serve(config: Config, load: Callable[[], Config], make_client: ClientFactory, address: tuple[str, int],
+           telemetry_path: str, simulator: Simulator | None, web_config: WebConfigWatcher | None,
+           limits: ServerLimits) -> int:
     # The signals first: from here on, SIGHUP reloads and never ends the process.
     wake = threading.Event()
     pending: set[str] = set()
@@ -180,7 +198,7 @@ def _serve(config: Config, load: Callable[[], Config], address: tuple[str, int],
         signal.signal(signum, on_signal)
 
     try:
-        fleet = Fleet(config)
+        fleet = Fleet(config, make_client)
     except ConfigError as exc:  # a connection that cannot be set up, e.g. an unreadable ca_file
         return _fail(str(exc), 2)
     exposition = Exposition(fleet.statuses, config, __version__)

@@ -99,11 +99,15 @@ class Config:
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# The longest duration any setting may have. A day is more than any poll interval, timeout,
+# back-off or login pause worth waiting for; and threading's waits refuse infinity
+# (`poll_interval: .inf` would kill the poller thread).
+MAX_DURATION = 86400.0
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: object, key: str) -> float:
-    """'500ms', '30s', '5m', '1h30m' or a plain number of seconds -> seconds (> 0)."""
+    """'500ms', '30s', '5m', '1h30m' or a plain number of seconds -> seconds (> 0, at most a day)."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration such as 30s, got {value!r}")
     if isinstance(value, (int, float)):
@@ -114,6 +118,8 @@ def parse_duration(value: object, key: str) -> float:
         raise ConfigError(f"{key}: expected a duration such as 500ms, 30s, 5m or 1h, got {value!r}")
     if not seconds > 0:
         raise ConfigError(f"{key}: must be longer than zero, got {value!r}")
+    if not seconds <= MAX_DURATION:  # also infinity (YAML .inf, 1e400)
+        raise ConfigError(f"{key}: must be at most 24h, got {value!r}")
     return seconds
 
 

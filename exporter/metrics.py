@@ -9,9 +9,11 @@ vanishes from the next body by construction. Decimal becomes float here and nowh
 
 from __future__ import annotations
 
+import logging
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -27,6 +29,7 @@ from .model import AccountBalance, CardBalance
 from .poller import ConnectionStatus, PartStatus, Snapshot
 
 Row = TypeVar("Row")
+log = logging.getLogger("exporter.metrics")
 
 # name, HELP, value of an account. The text format and OpenMetrics write gauges the same
 # way, so one rendering serves both.
@@ -66,43 +69,66 @@ CARD_FAMILIES: tuple[tuple[str, str, Callable[[CardBalance], float]], ...] = (
 )
 
 
-def render_balances(statuses: Sequence[ConnectionStatus], refreshed: str) -> bytes:
-    """The balance families of every connection's last good snapshots, in exposition format."""
-    rows = [
-        (f'{{asset="{_label_value(a.asset)}",asset_account_id="{a.asset_account_id}",'
-         f'connection="{_label_value(s.name)}"}} ', a)
-        for s in statuses if s.accounts.snapshot is not None for a in s.accounts.snapshot.rows
-    ]
-    lines: list[str] = []
-    _gauges(BALANCE_FAMILIES, rows, refreshed, lines)
+CARD_INFO = ("ibanera_card_info", "Descriptive fields of a card, always 1.")
+
+
+def render_balances(statuses: Sequence[ConnectionStatus], refreshed: str,
+                    on_failure: Callable[[str, Exception], None]) -> bytes:
+    """The balance families of every connection's last good snapshots, in exposition format.
+
+    Each connection is rendered on its own: one whose rows cannot be written (whatever a
+    snapshot holds) loses its balance series and is reported to `on_failure`, and the
+    others, and the health part, are served as usual.
+    """
+    headers = [(name, help_text) for name, help_text, _ in BALANCE_FAMILIES]
     if any(s.cards is not None for s in statuses):
-        _render_cards(statuses, refreshed, lines)
-    return "".join(lines).encode()
+        headers += [(name, help_text) for name, help_text, _ in CARD_FAMILIES] + [CARD_INFO]
+    samples: dict[str, list[bytes]] = {name: [] for name, _ in headers}
+    for status in statuses:
+        try:
+            rendered = _connection_samples(status)
+        except Exception as exc:
+            on_failure(status.name, exc)
+            continue
+        for name, chunk in rendered.items():
+            samples[name].append(chunk)
+    body = bytearray()
+    for name, help_text in headers:
+        body += f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n".encode()
+        body += b"".join(samples[name])
+    return bytes(body)
 
 
-def _gauges(families: tuple[tuple[str, str, Callable[[Row], float]], ...], rows: list[tuple[str, Row]], refreshed: str,
-            lines: list[str]) -> None:
-    """Each gauge family with one sample per (rendered labels, row)."""
-    for name, help_text, value in families:
-        lines.append(f"# HELP {name} {help_text} {refreshed}\n# TYPE {name} gauge\n")
-        lines.extend(f"{name}{labels}{_go_float(value(row))}\n" for labels, row in rows)
+def _connection_samples(status: ConnectionStatus) -> dict[str, bytes]:
+    """The sample lines of one connection, by family name, encoded (UTF-8, strictly)."""
+    connection = _label_value(status.name)
+    rendered: dict[str, bytes] = {}
+    accounts = status.accounts.snapshot.rows if status.accounts.snapshot else ()
+    account_rows = [(f'{{asset="{_label_value(a.asset)}",asset_account_id="{a.asset_account_id}",'
+                     f'connection="{connection}"}} ', a) for a in accounts]
+    _gauges(BALANCE_FAMILIES, account_rows, rendered)
+    if status.cards is not None:
+        cards = status.cards.snapshot.rows if status.cards.snapshot else ()
+        card_rows = [(f'{{card_id="{c.card_id}",connection="{connection}",currency="{_label_value(c.currency)}"}} ', c)
+                     for c in cards]
+        _gauges(CARD_FAMILIES, card_rows, rendered)
+        # The descriptive fields live in an _info series, so that a change of status does not
+        # break the balance series; the holder's name only where the config asked for it.
+        info = []
+        for c in cards:
+            holder = "" if c.holder_name is None else f'card_holder_name="{_label_value(c.holder_name)}",'
+            info.append(f'ibanera_card_info{{card_id="{c.card_id}",{holder}card_last4="{_label_value(c.card_last4)}",'
+                        f'connection="{connection}",customers_reference="{_label_value(c.customers_reference)}",'
+                        f'status="{_label_value(c.status)}"}} 1.0\n')
+        rendered[CARD_INFO[0]] = "".join(info).encode()
+    return rendered
 
 
-def _render_cards(statuses: Sequence[ConnectionStatus], refreshed: str, lines: list[str]) -> None:
-    cards = [(s.name, c) for s in statuses if s.cards is not None and s.cards.snapshot is not None
-             for c in s.cards.snapshot.rows]
-    rows = [(f'{{card_id="{c.card_id}",connection="{_label_value(name)}",currency="{_label_value(c.currency)}"}} ', c)
-            for name, c in cards]
-    _gauges(CARD_FAMILIES, rows, refreshed, lines)
-    # The descriptive fields live in an _info series, so that a change of status does not
-    # break the balance series; the holder's name only where the config asked for it.
-    lines.append("# HELP ibanera_card_info Descriptive fields of a card, always 1. "
-                 f"{refreshed}\n# TYPE ibanera_card_info gauge\n")
-    for name, c in cards:
-        holder = "" if c.holder_name is None else f'card_holder_name="{_label_value(c.holder_name)}",'
-        lines.append(f'ibanera_card_info{{card_id="{c.card_id}",{holder}card_last4="{_label_value(c.card_last4)}",'
-                     f'connection="{_label_value(name)}",customers_reference="{_label_value(c.customers_reference)}",'
-                     f'status="{_label_value(c.status)}"}} 1.0\n')
+def _gauges(families: tuple[tuple[str, str, Callable[[Row], float]], ...], rows: list[tuple[str, Row]],
+            rendered: dict[str, bytes]) -> None:
+    """One sample per (rendered labels, row) for each gauge family."""
+    for name, _, value in families:
+        rendered[name] = "".join(f"{name}{labels}{_go_float(value(row))}\n" for labels, row in rows).encode()
 
 
 _Snapshots = tuple[Snapshot[AccountBalance] | Snapshot[CardBalance] | None, ...]
@@ -122,7 +148,9 @@ class Exposition:
     def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str) -> None:
         self._statuses = statuses
         self._refreshed = refreshed_note(config.poll_interval)
-        self._health = HealthCollector(statuses, config, version)
+        self._render_failures: Counter[str] = Counter()
+        self._failures_lock = threading.Lock()
+        self._health = HealthCollector(statuses, config, version, self.render_failures)
         self.registry = build_registry(self._health)
         self._lock = threading.Lock()
         self._cache = _BalanceCache((), b"")
@@ -133,6 +161,17 @@ class Exposition:
         with self._lock:
             self._refreshed = refreshed_note(config.poll_interval)
             self._cache = _BalanceCache((), b"")  # matches no set of snapshots: the next scrape renders
+
+    def render_failures(self) -> dict[str, int]:
+        """By connection: renderings that had to leave its balance series out."""
+        with self._failures_lock:
+            return dict(self._render_failures)
+
+    def _render_failed(self, connection: str, error: Exception) -> None:
+        with self._failures_lock:
+            self._render_failures[connection] += 1
+        log.error("cannot render a connection's balances: its balance series are left out until its next good poll",
+                  extra={"connection": connection, "error": type(error).__name__})
 
     def render(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
         return b"".join(self.render_parts(openmetrics, gzipped))
@@ -162,7 +201,7 @@ class Exposition:
             if not _same(cache.snapshots, snapshots):
                 statuses = self._statuses()
                 snapshots = _snapshots_of(statuses)
-                cache = _BalanceCache(snapshots, render_balances(statuses, self._refreshed))
+                cache = _BalanceCache(snapshots, render_balances(statuses, self._refreshed, self._render_failed))
             if gzipped and cache.gzip_state is None:
                 compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
                 prefix = compressor.compress(cache.body) + compressor.flush(zlib.Z_SYNC_FLUSH)
@@ -183,8 +222,10 @@ def _same(cached: _Snapshots, current: _Snapshots) -> bool:
 class HealthCollector(Collector):
     """Everything but the balances: small, and built fresh at every scrape."""
 
-    def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str) -> None:
+    def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str,
+                 render_failures: Callable[[], Mapping[str, int]]) -> None:
         self._statuses = statuses
+        self._render_failures = render_failures
         self._version = version
         self.replace_config(config)
 
@@ -248,6 +289,11 @@ class HealthCollector(Collector):
             "ibanera_token_expiry_timestamp_seconds", "Unix time at which the current access token expires.",
             labels=["connection"],
         )
+        render_failures = CounterMetricFamily(
+            "ibanera_render_failures", "Renderings of /metrics that left a connection's balance series out because "
+            "its snapshot could not be written (the log says why).", labels=["connection"],
+        )
+        failed_renderings = self._render_failures()
         clock_offset = GaugeMetricFamily(
             "ibanera_clock_offset_seconds",
             "The API server's clock minus this host's, from its Date headers; one-time codes follow the server's clock.",
@@ -260,6 +306,7 @@ class HealthCollector(Collector):
             if status.last_poll_duration is not None:
                 duration.add_metric([name], status.last_poll_duration)
             polls.add_metric([name], status.polls)
+            render_failures.add_metric([name], failed_renderings.get(name, 0))
             for (endpoint, code), value in sorted(status.client.requests.items()):
                 requests.add_metric([name, endpoint, code], value)
             for endpoint, value in sorted(status.client.retries.items()):
@@ -269,7 +316,7 @@ class HealthCollector(Collector):
                 login_failures.add_metric([name, reason], value)
             if status.token_expires_at is not None:
                 token_expiry.add_metric([name], status.token_expires_at)
-        return duration, polls, requests, retries, logins, login_failures, token_expiry, clock_offset
+        return duration, polls, requests, retries, logins, login_failures, token_expiry, clock_offset, render_failures
 
 
 @dataclass(frozen=True)

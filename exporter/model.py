@@ -71,6 +71,17 @@ def _unit(row: JsonRow, field: str) -> str:
     value = row.get(field)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ASSET_LENGTH:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a short non-empty string")
+    return _label_text(value, field)
+
+
+def _label_text(value: str, field: str) -> str:
+    """A label value: control characters, lone surrogates and other unprintables are refused.
+
+    A lone surrogate ("\\ud800" in the JSON) cannot be written as UTF-8 at all, and a
+    control character in a label is not a name anybody gave an asset or a card.
+    """
+    if not value.isprintable():
+        raise InvalidRow(f"{field} holds a control character or an unprintable code point")
     return value
 
 
@@ -113,7 +124,7 @@ def _text(row: JsonRow, field: str) -> str:
         return ""
     if not isinstance(value, str) or len(value) > 256:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a short string")
-    return value
+    return _label_text(value, field)
 
 
 def parse_card(value: object, keep_holder_name: bool = False) -> CardBalance:

@@ -243,8 +243,8 @@ def test_failure_counters_start_at_zero_for_every_reason(make_stack):
     poll_reasons = {dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_poll_failures_total"}
     login_reasons = {dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_login_failures_total"}
     assert set(poll_reasons) == set(POLL_FAILURE_REASONS) and set(poll_reasons.values()) == {0}
-    assert set(login_reasons) == {"Required", "Username_Or_Password_Incorrect", "Account_Not_Verified",
-                                  "Account_Locked", "Account_Suppressed", "other"}
+    assert set(login_reasons) == {"Username_Or_Password_Incorrect", "Account_Not_Verified",
+                                  "Account_Locked", "Account_Suppressed"}
     assert set(login_reasons.values()) == {0}
     assert stack.value("ibanera_poll_interval_seconds") == 60
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import Running, account, samples
+from conftest import Running, account, rested_storage, samples
 from test_security import HASH, PASSWORD
 
-from exporter.config import load_config
+from exporter.api.client import IbaneraClient
+from exporter.api.memory import LoginMemory
+from exporter.config import Config, ConnectionConfig, load_config
 from exporter.fleet import TOTP_STEP_SECONDS, Fleet
 from exporter.metrics import Exposition
 from exporter.reload import Reloader
@@ -39,12 +42,20 @@ def config_text(simulator: Simulator, names: tuple[str, ...] = ("a", "b"), **ove
     return yaml.safe_dump(data)
 
 
+def fresh_simulator_client(connection: ConnectionConfig, config: Config, stop_event: threading.Event) -> IbaneraClient:
+    """A client that logs in at once: no process ever used this simulator's codes (as in --demo).
+
+    The wait for the next code step after a restart is then the fleet's alone, which is what
+    these tests look at."""
+    return IbaneraClient(connection, config, memory=LoginMemory.first_contact(), stop_event=stop_event)
+
+
 class Exporter:
     """Fleet, reloader, exposition and web server wired as the CLI wires them, over one config file."""
 
     def __init__(self, path: Path, clock: Any = time.time, web_config: WebConfigWatcher | None = None) -> None:
         config = load_config(path)
-        self.fleet = Fleet(config, clock=clock)
+        self.fleet = Fleet(config, fresh_simulator_client, clock=clock)
         exposition = Exposition(self.fleet.statuses, config, "test")
         reloader = Reloader(lambda: load_config(path), self.fleet, exposition)
         exposition.registry.register(reloader)
@@ -189,7 +200,7 @@ def test_sighup_reloads_and_never_exits_sigterm_still_does(tmp_path, simulator):
     (tmp_path / "password").write_text(simulator.password)
     path = tmp_path / "config.yaml"
     path.write_text(config_text(simulator, names=("a",)))
-    daemon = Running("--config.file", str(path))
+    daemon = Running("--config.file", str(path), "--storage.path", rested_storage(tmp_path / "state", "a"))
     try:
         daemon.wait_ready()
         path.write_text(config_text(simulator, names=("a",), thresholds={"low_available_balance": {"USD": 7}}))

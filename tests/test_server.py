@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import Running, account, connection_for
+from conftest import Running, account, connection_for, rested_storage
 
 from exporter.config import Config
 from exporter.httpserver import ServerLimits
@@ -173,7 +173,8 @@ def test_out_of_descriptors_accept_backs_off_and_recovers(tmp_path):
             "connections": [{"name": "c", "base_url": conn.base_url, "username": conn.username.reveal(),
                              "password": conn.password.reveal(), "totp_secret": conn.totp_secret.reveal()}],
         }))
-        daemon = Running("--config.file", str(tmp_path / "config.yaml"))
+        daemon = Running("--config.file", str(tmp_path / "config.yaml"),
+                         "--storage.path", rested_storage(tmp_path / "state", "c"))
         try:
             daemon.wait_ready()
             pid = daemon.proc.pid

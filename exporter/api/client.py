@@ -17,6 +17,7 @@ from ..model import AccountBalance, CardBalance
 from ..totp import decode_secret
 from .codes import OneTimeCodes
 from .counters import ClientCounters
+from .memory import LoginMemory
 from .pages import Listed, accounts_listing, cards_listing, fetch_all
 from .session import Session
 from .transport import Transport
@@ -30,6 +31,7 @@ class IbaneraClient:
         connection: ConnectionConfig,
         config: Config,
         *,
+        memory: LoginMemory | None = None,
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
@@ -44,8 +46,9 @@ class IbaneraClient:
             on_date=lambda date, sent_at: self._codes.observe_date(date, sent_at),
             stop_event=stop_event, sleep=sleep,
         )
-        self._codes = OneTimeCodes(key, connection.name, clock, self._transport.sleep)
-        self._session = Session(connection, self._transport, self._codes, self.counters,
+        memory = memory or LoginMemory.open(None, connection.name, clock(), config.login_backoff)
+        self._codes = OneTimeCodes(key, connection.name, clock, self._transport.sleep, memory)
+        self._session = Session(connection, self._transport, self._codes, self.counters, memory,
                                 login_backoff=config.login_backoff, max_login_refusals=config.max_login_refusals,
                                 clock=clock)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 from ..totp import STEP_SECONDS, totp_at
+from .memory import LoginMemory
 
 # Below this, a difference is the noise of whole-second Date headers: trust our own clock.
 CLOCK_OFFSET_TOLERANCE = 2.0
@@ -29,6 +30,9 @@ CLOCK_OFFSET_TOLERANCE = 2.0
 # worth following (TLS certificates would already fail on a host that far off).
 MAX_PLAUSIBLE_OFFSET = 3600.0
 _SAMPLES = 3
+# A remembered step further ahead than this came from a clock that has since moved back:
+# waiting for it could take hours, so only the next step is waited for.
+_MAX_STEPS_AHEAD = 10
 
 log = logging.getLogger("exporter.api")
 
@@ -46,14 +50,16 @@ def date_header_time(value: str | None) -> float | None:
 class OneTimeCodes:
     """The TOTP codes of one connection. Used by one poller thread only."""
 
-    def __init__(self, key: bytes, connection: str, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+    def __init__(self, key: bytes, connection: str, clock: Callable[[], float], sleep: Callable[[float], None],
+                 memory: LoginMemory) -> None:
         self._key = key
+        self._memory = memory
         self._connection = connection
         self._clock = clock
         self._sleep = sleep
         self._samples: deque[float] = deque(maxlen=_SAMPLES)
         self._offset: float | None = None  # server time minus ours
-        self._last_step: int | None = None
+        self._last_step = memory.state.last_code_step
         self._last_reused = False
         self._reused_refusals = 0  # in a row
         self._force_fresh = False
@@ -121,13 +127,20 @@ class OneTimeCodes:
     def _code(self, fresh: bool) -> str:
         now = self.server_time()
         step = int(now // STEP_SECONDS)
-        if fresh and self._last_step is not None and step <= self._last_step:
-            wait = (self._last_step + 1) * STEP_SECONDS - now + 0.05
+        if self._last_step is not None and self._last_step > step + _MAX_STEPS_AHEAD:
+            log.warning("the last step used is far ahead of the clock; waiting for the next step only",
+                        extra={"connection": self._connection})
+            self._last_step = step
+        last = self._last_step
+        if fresh and last is not None and step <= last:
+            wait = (last + 1) * STEP_SECONDS - now + 0.05
             log.info("waiting for a fresh one-time code", extra={"connection": self._connection, "wait": f"{wait:.1f}s"})
             self._sleep(wait)
             now = self.server_time()
             step = int(now // STEP_SECONDS)
         self._force_fresh = False
-        self._last_reused = step == self._last_step
-        self._last_step = step
+        self._last_reused = last is not None and step <= last
+        if last is None or step > last:
+            self._memory.remember_step(step)  # before the code leaves: a crash after it must know
+            self._last_step = step
         return totp_at(self._key, now)

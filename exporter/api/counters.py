@@ -9,12 +9,10 @@ from dataclasses import dataclass
 # The `endpoint` label: these three, and "clock" (the probe before a login, on requests
 # only: it is never retried).
 RETRIED_ENDPOINTS = ("login", "accounts_balances", "cards_balances")
-# The documented login refusals; anything else is counted as "other" so that a server
-# cannot grow the label set of ibanera_login_failures_total without bound.
-KNOWN_LOGIN_REFUSALS = frozenset(
-    {"Required", "Username_Or_Password_Incorrect", "Account_Not_Verified", "Account_Locked", "Account_Suppressed"}
-)
-LOGIN_FAILURE_REASONS = (*sorted(KNOWN_LOGIN_REFUSALS), "other")
+# The documented messageCodes by which Ibanera refuses credentials: only these count as a
+# refused login (pause, ibanera_login_failures_total, max_login_refusals). Anything else
+# a login meets (a redirect, a 403, an error page, `Required`) is a failed request.
+CREDENTIAL_REFUSALS = ("Account_Locked", "Account_Not_Verified", "Account_Suppressed", "Username_Or_Password_Incorrect")
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class ClientCounters:
         self._retries: Counter[str] = Counter(dict.fromkeys(RETRIED_ENDPOINTS, 0))
         self._logins = 0
         # Every reason and endpoint starts at 0, so that the first one is an increase alerts can see.
-        self._login_failures: Counter[str] = Counter(dict.fromkeys(LOGIN_FAILURE_REASONS, 0))
+        self._login_failures: Counter[str] = Counter(dict.fromkeys(CREDENTIAL_REFUSALS, 0))
 
     def request(self, endpoint: str, code: str) -> None:
         with self._lock:
@@ -50,9 +48,10 @@ class ClientCounters:
         with self._lock:
             self._logins += 1
 
-    def login_failure(self, message_code: str) -> None:
+    def login_failure(self, refusal: str) -> None:
+        """`refusal` is one of CREDENTIAL_REFUSALS."""
         with self._lock:
-            self._login_failures[message_code if message_code in KNOWN_LOGIN_REFUSALS else "other"] += 1
+            self._login_failures[refusal] += 1
 
     def snapshot(self) -> ClientCounts:
         with self._lock:

@@ -14,6 +14,7 @@ by the transport).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,12 +22,19 @@ from decimal import Decimal
 
 from ..config import ConnectionConfig
 from .codes import OneTimeCodes
-from .counters import ClientCounters
+from .counters import CREDENTIAL_REFUSALS, ClientCounters
 from .envelope import JsonObject
 from .errors import ApiRejected, LoginPaused, LoginRefused, LoginsStopped, MalformedResponse, Unauthorized
+from .memory import LoginMemory
 from .transport import QueryParams, Request, Transport
 
 LOGIN_PATH = "/api/v1/public/auth/login"
+# What a token may look like: printable ASCII without spaces (it goes into a header as
+# it is), of a sane length. A JWT is one to two kilobytes.
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,8192}$")
+# expiresIn outside this range is not a lifetime we can plan renewals around.
+MIN_TOKEN_LIFETIME = 1.0
+MAX_TOKEN_LIFETIME = 7 * 86400.0
 
 log = logging.getLogger("exporter.api")
 
@@ -45,6 +53,7 @@ class Session:
         transport: Transport,
         codes: OneTimeCodes,
         counters: ClientCounters,
+        memory: LoginMemory,
         *,
         login_backoff: float,
         max_login_refusals: int,
@@ -60,8 +69,9 @@ class Session:
         self._token: str | None = None
         self._token_expires_at: float | None = None
         self._token_renew_at = 0.0
-        self._logins_paused_until: float | None = None
-        self._refusals_in_a_row = 0
+        self._memory = memory
+        self._logins_paused_until = memory.state.logins_paused_until
+        self._refusals_in_a_row = memory.state.refusals_in_a_row
         self._clock_probed = False
 
     @property
@@ -118,9 +128,10 @@ class Session:
         self._token = None
         now = self._clock()
         if self._refusals_in_a_row >= self._max_login_refusals:
+            where = f" and delete {self._memory.path}" if self._memory.path else ""
             raise LoginsStopped(
                 f"logins stopped after {self._refusals_in_a_row} refused logins in a row, so that the account is "
-                "not locked: fix the credentials, then restart the exporter"
+                f"not locked: fix the credentials{where}, then restart the exporter"
             )
         if self._logins_paused_until is not None and now < self._logins_paused_until:
             raise LoginPaused(f"logins paused after a refused login, next attempt at {_iso(self._logins_paused_until)}")
@@ -139,32 +150,42 @@ class Session:
 
         try:
             envelope = self._transport.call("login", build)
-        except (ApiRejected, Unauthorized) as exc:
-            raise self._refused(exc) from None
+        except ApiRejected as exc:
+            refusal = next((code for code in exc.codes if code in CREDENTIAL_REFUSALS), None)
+            if refusal is None:
+                # A redirect, a 403 or an error page is not Ibanera refusing the credentials:
+                # the poll fails, and the next one may log in again.
+                raise
+            raise self._refused(refusal, exc) from None
         self._logins_paused_until = None
         self._refusals_in_a_row = 0
+        self._memory.remember_logins(None, 0)
         self._codes.new_token()
         self._accept_token(envelope, now)
 
-    def _refused(self, exc: ApiRejected | Unauthorized) -> LoginRefused:
-        codes = (exc.codes if isinstance(exc, ApiRejected) else ()) or (exc.reason,)
-        self._counters.login_failure(codes[0])
+    def _refused(self, refusal: str, exc: ApiRejected) -> LoginRefused:
+        self._counters.login_failure(refusal)
         self._refusals_in_a_row += 1
         self._logins_paused_until = self._clock() + self._login_backoff
+        self._memory.remember_logins(self._logins_paused_until, self._refusals_in_a_row)
         if self._refusals_in_a_row >= self._max_login_refusals:
             then = f"that is {self._refusals_in_a_row} in a row: no more logins until the exporter is restarted"
         else:
             then = f"no new login before {_iso(self._logins_paused_until)}"
-        return LoginRefused(f"login refused ({', '.join(codes)}): {exc}; {then}, so that the account is not locked")
+        return LoginRefused(f"login refused ({refusal}): {exc}; {then}, so that the account is not locked")
 
     def _accept_token(self, envelope: JsonObject, sent_at: float) -> None:
         details = envelope.get("details")
         token = details.get("accessToken") if isinstance(details, dict) else None
         lifetime = details.get("expiresIn") if isinstance(details, dict) else None
-        if not isinstance(token, str) or not token:
-            raise MalformedResponse("login: details.accessToken is missing")
-        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal)) or not lifetime > 0:
-            raise MalformedResponse("login: details.expiresIn is not a positive number of seconds")
+        # Never put the token itself into a message: say what is wrong with it.
+        if not isinstance(token, str) or not _TOKEN.match(token):
+            raise MalformedResponse("login: details.accessToken is missing, empty, longer than 8192 characters, or "
+                                    "not printable ASCII without spaces")
+        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal)) or not (
+            MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME
+        ):
+            raise MalformedResponse("login: details.expiresIn is not a number of seconds from 1 to 604800 (7 days)")
         seconds = float(lifetime)
         self._token = token
         # Lifetime counts from before the request was sent: the token can only be younger.

@@ -20,9 +20,11 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from .. import __version__
 from ..config import ConnectionConfig, RetryPolicy
+from .body import ACCEPT_ENCODING, read_body
 from .counters import ClientCounters
+from .deadline import deadline, deadline_transport
 from .envelope import JsonObject, decode_envelope
-from .errors import Cancelled, ConnectionFailed, RequestTimeout, ResponseTooLarge, TransientError
+from .errors import Cancelled, ConnectionFailed, RequestTimeout, TransientError
 
 log = logging.getLogger("exporter.api")
 
@@ -69,13 +71,15 @@ class Transport:
         if connection.tls_insecure_skip_verify:
             log.warning("TLS verification is off: anyone on the path to the API can read the credentials",
                         extra={"connection": connection.name})
+        self._request_timeout = request_timeout
         self._http = httpx.Client(
             base_url=connection.base_url,
             timeout=request_timeout,
             # Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them by default.
-            verify=_tls_verification(connection),
+            transport=deadline_transport(_tls_verification(connection)),
             follow_redirects=False,
-            headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json"},
+            headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json",
+                     "Accept-Encoding": ACCEPT_ENCODING},
         )
 
     def close(self) -> None:
@@ -127,55 +131,64 @@ class Transport:
     # -- one attempt ----------------------------------------------------------------------
 
     def send(self, request: Request) -> JsonObject:
-        """One attempt: the envelope of a success, or the ApiError that says why not."""
+        """One attempt: the envelope of a success, or the ApiError that says why not.
+
+        Counted exactly once in ibanera_api_requests_total, whatever happens, and the
+        response is closed on every path: a leaked one holds a pooled connection.
+        """
         endpoint = request.endpoint
-        built = self._http.build_request(request.method, request.path, params=request.params,
-                                         json=request.json_body, headers=request.headers)
+        code = "error"
         sent_at = self._clock()
         try:
-            response = self._http.send(built, stream=True)
-            try:
-                content = self._read_capped(endpoint, response)
-            except ResponseTooLarge:
-                self._counters.request(endpoint, str(response.status_code))  # answered, then refused by us
-                raise
-            finally:
-                response.close()
-        except httpx.TimeoutException as exc:
-            self._counters.request(endpoint, "timeout")
-            raise RequestTimeout(f"{endpoint}: no answer within the request timeout ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            self._counters.request(endpoint, "error")
-            raise ConnectionFailed(f"{endpoint}: {type(exc).__name__}: {exc}") from None
-        self._counters.request(endpoint, str(response.status_code))
+            with deadline(self._request_timeout):
+                built = self._http.build_request(request.method, request.path, params=request.params,
+                                                 json=request.json_body, headers=request.headers)
+                response = self._http.send(built, stream=True)
+                try:
+                    code = str(response.status_code)
+                    content = read_body(endpoint, response.headers.get("Content-Encoding"), response.iter_raw(),
+                                        self._max_response_size)
+                finally:
+                    response.close()
+        except httpx.TimeoutException:
+            code = "timeout"
+            raise RequestTimeout(f"{endpoint}: no complete answer within request_timeout "
+                                 f"({self._request_timeout:g}s)") from None
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(f"{endpoint}: {_describe(exc)}") from None
+        finally:
+            self._counters.request(endpoint, code)
         if 200 <= response.status_code < 300:
             self._on_date(response.headers.get("Date"), sent_at)
         return decode_envelope(endpoint, response.status_code, response.headers, content, self._clock())
 
     def probe(self) -> str | None:
         """GET / without credentials: the Date header of whatever answers, or None."""
+        code = "error"
         try:
-            response = self._http.get("/")
+            with deadline(self._request_timeout), self._http.stream("GET", "/") as response:
+                code = str(response.status_code)
+                date: str | None = response.headers.get("Date")
+                return date
         except httpx.HTTPError:
-            self._counters.request("clock", "error")
             return None
-        self._counters.request("clock", str(response.status_code))
-        date: str | None = response.headers.get("Date")
-        return date
+        finally:
+            self._counters.request("clock", code)
 
-    def _read_capped(self, endpoint: str, response: httpx.Response) -> bytes:
-        """The decoded body, refused as soon as it grows past max_response_size (gzip bombs too)."""
-        limit = self._max_response_size
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ResponseTooLarge(f"{endpoint}: the reply declares {declared} bytes, more than max_response_size={limit}")
-        chunks, size = [], 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise ResponseTooLarge(f"{endpoint}: the reply is larger than max_response_size={limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """Words for a failed request that cannot contain what we sent (headers hold the token).
+
+    The text of errors raised by the operating system or the TLS library (refused,
+    reset, certificate verify failed) names no header; anything else, such as an
+    error about an illegal header value, is described by its type alone.
+    """
+    cause = exc.__context__
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__context__
+    if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError)) and isinstance(cause, OSError):
+        return f"{type(exc).__name__}: {str(cause)[:200]}"
+    return type(exc).__name__
 
 
 def _retry_after(state: RetryCallState) -> float | None:
