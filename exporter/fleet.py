@@ -16,19 +16,17 @@ from dataclasses import dataclass
 from .api.client import IbaneraClient
 from .config import Config, ConfigError, ConnectionConfig, RetryPolicy, Secret
 from .poller import ConnectionStatus, Poller
+from .totp import STEP_SECONDS
 
 log = logging.getLogger("exporter.fleet")
 
-TOTP_STEP_SECONDS = 30
 # Margin past the next one-time-code step before a restarted connection logs in again:
 # the client follows the API server's clock only once it is more than 2 s off ours.
 TOTP_STEP_MARGIN_SECONDS = 3.0
 
+# (connection, the config it comes from, its stop event) -> its client, with the login memory
+# a restarted process would have (the CLI knows where that lives).
 ClientFactory = Callable[[ConnectionConfig, Config, threading.Event], IbaneraClient]
-
-
-def default_client(connection: ConnectionConfig, config: Config, stop_event: threading.Event) -> IbaneraClient:
-    return IbaneraClient(connection, config, stop_event=stop_event)
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ class ApplyResult:
 class Fleet:
     """One poller per connection of the current Config. `statuses` may be called from any thread."""
 
-    def __init__(self, config: Config, make_client: ClientFactory = default_client,
+    def __init__(self, config: Config, make_client: ClientFactory,
                  clock: Callable[[], float] = time.time) -> None:
         self._make_client = make_client
         self._clock = clock
@@ -140,7 +138,7 @@ class Fleet:
         refused login counts towards locking the account. Waiting past the next step
         makes the new client's first code one the old client never used.
         """
-        return TOTP_STEP_SECONDS - self._clock() % TOTP_STEP_SECONDS + TOTP_STEP_MARGIN_SECONDS
+        return STEP_SECONDS - self._clock() % STEP_SECONDS + TOTP_STEP_MARGIN_SECONDS
 
     def _start_later(self, poller: Poller, delay: float) -> None:
         if delay <= 0:

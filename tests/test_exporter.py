@@ -37,6 +37,7 @@ CONTRACT = {
     "ibanera_balance_low_threshold": ("gauge", {"asset"}),
     "ibanera_poll_interval_seconds": ("gauge", set()),
     "ibanera_clock_offset_seconds": ("gauge", {"connection"}),
+    "ibanera_render_failures": ("counter", {"connection"}),
     "ibanera_card_total_balance": ("gauge", {"connection", "card_id", "currency"}),
     "ibanera_card_available_balance": ("gauge", {"connection", "card_id", "currency"}),
     "ibanera_card_pending_balance": ("gauge", {"connection", "card_id", "currency"}),

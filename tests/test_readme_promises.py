@@ -186,7 +186,7 @@ def test_the_metric_tables_are_what_metrics_serves(make_stack):
     """Every documented family is served with its type and labels, and nothing undocumented
     is. Mutations: a label renamed or added, a family renamed, a counter served as a gauge."""
     documented = documented_metrics()
-    assert len(documented) == 28
+    assert len(documented) == 29
     stack = make_stack(
         [account(1)], simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1), Decimal(0), "0001", "R", "Ann")]},
         connections=[{"cards": True, "cards_holder_name_label": True}],
@@ -214,7 +214,7 @@ def test_the_flag_table_is_the_command_line():
     """Mutation: a flag added, renamed or dropped in cli._parser and not in the README (or back)."""
     help_text = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=30).stdout
     assert documented_flags() == set(re.findall(r"(?<![\w-])(--[a-z][a-z.-]+)", help_text)) - {"--help"}
-    assert len(documented_flags()) == 10
+    assert len(documented_flags()) == 13
 
 
 def _free_port() -> int:

@@ -18,10 +18,11 @@ from test_security import HASH, PASSWORD
 from exporter.api.client import IbaneraClient
 from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConnectionConfig, load_config
-from exporter.fleet import TOTP_STEP_SECONDS, Fleet
+from exporter.fleet import Fleet
 from exporter.metrics import Exposition
 from exporter.reload import Reloader
 from exporter.simulator import Simulator
+from exporter.totp import STEP_SECONDS
 from exporter.web import WebContext, WebServer
 from exporter.webconfig import WebConfigWatcher
 
@@ -131,7 +132,7 @@ def test_unchanged_connections_keep_poller_token_and_snapshot_and_thresholds_app
 
 def test_a_removed_connection_stops_and_its_series_vanish_a_new_one_starts(setup, simulator):
     # c has b's API user, so it waits for the next code step: a clock just before one keeps that short.
-    exporter, path = setup(clock=lambda: 1000 * TOTP_STEP_SECONDS - 0.5)
+    exporter, path = setup(clock=lambda: 1000 * STEP_SECONDS - 0.5)
     assert set(exporter.series("ibanera_up")) == {"a", "b"}
     path.write_text(config_text(simulator, names=("a", "c")))
     assert exporter.reload().status_code == 200
@@ -147,7 +148,7 @@ def test_a_removed_connection_stops_and_its_series_vanish_a_new_one_starts(setup
 ])
 def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator, change, name):
     # A clock half a second before a step: the restart waits 0.5 s + the margin, then logs in.
-    exporter, path = setup(clock=lambda: 1000 * TOTP_STEP_SECONDS - 0.5)
+    exporter, path = setup(clock=lambda: 1000 * STEP_SECONDS - 0.5)
     a_snapshot = next(s.accounts.snapshot for s in exporter.fleet.statuses() if s.name == "a")
     path.write_text(config_text(simulator, **change))
     assert exporter.reload().status_code == 200
