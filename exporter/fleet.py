@@ -90,8 +90,15 @@ class Fleet:
             old = {running.poller.name: running for running in self._running}
             wanted = [(c, PollerSettings.of(c, config)) for c in config.connections]
             # Every new client is built before anything stops, so that a failure changes nothing.
-            new = {c.name: self._build(c, config) for c, settings in wanted
-                   if c.name not in old or old[c.name].settings != settings}
+            new: dict[str, _Running] = {}
+            try:
+                for connection, settings in wanted:
+                    if connection.name not in old or old[connection.name].settings != settings:
+                        new[connection.name] = self._build(connection, config)
+            except ConfigError:
+                for running in new.values():
+                    running.poller.client.close()
+                raise
             result = ApplyResult(
                 kept=tuple(c.name for c, _ in wanted if c.name not in new),
                 restarted=tuple(name for name in new if name in old),

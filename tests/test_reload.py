@@ -164,6 +164,8 @@ def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator
     ({"connection_b": {"password_file": "missing"}}, "connections[1].password_file"),
     ({"connection_a": {"colour": "red"}}, "connections[0].colour"),
     ({"thresholds": {"low_available_balance": {"USD": "lots"}}}, "thresholds.low_available_balance"),
+    # a's new client is built, then b's cannot be (its CA file is not a certificate): neither changes
+    ({"connection_a": {"page_size": 2}, "connection_b": {"ca_file": "password"}}, "connection b: cannot be set up"),
 ])
 def test_a_bad_file_is_refused_with_the_key_and_the_old_config_keeps_running(setup, simulator, overrides, key):
     exporter, path = setup()
