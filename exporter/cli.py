@@ -15,13 +15,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, early  # noqa: F401 - first: see early.py
 from .api.client import IbaneraClient
 from .api.memory import LoginMemory
-from .config import AccountConfig, Config, ConfigError, ConnectionConfig, Secret, format_duration, load_config
+from .config import (
+    AccountConfig,
+    Config,
+    ConfigError,
+    ConnectionConfig,
+    Secret,
+    format_duration,
+    load_config,
+    parse_duration,
+)
+from .fleet import ClientFactory, Fleet
+from .httpserver import DEFAULT_LIMITS, ServerLimits
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
-from .poller import ConnectionStatus, Poller
+from .reload import Reloader
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
 from .webconfig import WebConfigError, WebConfigWatcher
 
@@ -50,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="TLS, client certificates, basic auth and headers, in the exporter-toolkit format")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
                         help="path under which to expose metrics (default: %(default)s)")
+    limits = DEFAULT_LIMITS
+    parser.add_argument("--web.max-connections", dest="max_connections", type=int, default=limits.max_connections,
+                        metavar="N", help="open client connections at most, one thread each; at the limit the oldest "
+                        "idle one is closed to make room (default: %(default)s)")
+    parser.add_argument("--web.read-header-timeout", dest="read_header_timeout",
+                        default=format_duration(limits.read_header_timeout), metavar="DURATION",
+                        help="time a client has to send a request's line and headers, TLS handshake included "
+                        "(default: %(default)s)")
+    parser.add_argument("--web.idle-timeout", dest="idle_timeout", default=format_duration(limits.idle_timeout),
+                        metavar="DURATION", help="how long a keep-alive connection may wait for its next request "
+                        "(default: %(default)s)")
     parser.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS,
                         help="only log messages with the given severity or above (default: %(default)s)")
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
@@ -113,7 +135,7 @@ def _describe(config: Config, source: str) -> str:
     return "\n".join(lines)
 
 
-def _check(config: Config, source: str, connection_check: bool, storage: Path | None, demo: bool) -> int:
+def _check(config: Config, source: str, connection_check: bool, open_memory: MemoryOpener) -> int:
     if not connection_check:
         print(_describe(config, source))
         return 0
@@ -121,19 +143,22 @@ def _check(config: Config, source: str, connection_check: bool, storage: Path | 
 
     # The same login memory as the daemon: a recorded pause stops the check's login too,
     # and its login's step and any refusal are recorded for the daemon that follows.
-    tables, ok = check_all(config, _login_memory(config, storage, demo))
+    tables, ok = check_all(config, lambda connection: open_memory(connection, config.login_backoff))
     print(tables)
     return 0 if ok else 1
 
 
-def _login_memory(config: Config, storage: Path | None, demo: bool) -> Callable[[ConnectionConfig], LoginMemory]:
-    def memory(connection: ConnectionConfig) -> LoginMemory:
+MemoryOpener = Callable[[ConnectionConfig, float], LoginMemory]  # (connection, login_backoff)
+
+
+def _memory_opener(storage: Path | None, *, demo: bool) -> MemoryOpener:
+    def open_memory(connection: ConnectionConfig, login_backoff: float) -> LoginMemory:
         # The built-in simulator is new with this process: none of its codes was ever used.
         if demo:
             return LoginMemory.first_contact()
-        return LoginMemory.open(storage, connection.name, time.time(), config.login_backoff)
+        return LoginMemory.open(storage, connection.name, time.time(), login_backoff)
 
-    return memory
+    return open_memory
 
 
 def _fail(message: str, code: int) -> int:
@@ -151,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenAddressError as exc:
         return _fail(str(exc), 2)
 
+    try:
+        limits = _limits(args)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
     web_config = None
     if args.web_config_file:
         try:
@@ -172,53 +201,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage = Path(args.storage_path) if args.storage_path else None
     if storage is not None and not (storage.is_dir() and os.access(storage, os.W_OK | os.X_OK)):
         return _fail(f"--storage.path: {storage} is not a writable folder", 2)
+    open_memory = _memory_opener(storage, demo=simulator is not None)
     if args.config_check or args.connection_check:
-        code = _check(config, source, args.connection_check, storage, simulator is not None)
+        code = _check(config, source, args.connection_check, open_memory)
         if simulator:
             simulator.stop()
         return code
-    return _serve(config, address, args.telemetry_path, simulator, web_config, storage)
+    demo_config = config
+
+    def load() -> Config:
+        return demo_config if args.demo else load_config(args.config_file)
+
+    def make_client(connection: ConnectionConfig, current: Config, stop_event: threading.Event) -> IbaneraClient:
+        memory = open_memory(connection, current.login_backoff)
+        return IbaneraClient(connection, current, memory=memory, stop_event=stop_event)
+
+    return _serve(config, load, make_client, address, args.telemetry_path, simulator, web_config, limits)
 
 
-def _serve(config: Config, address: tuple[str, int], telemetry_path: str, simulator: Simulator | None,
-           web_config: WebConfigWatcher | None, storage: Path | None) -> int:
-    stop = threading.Event()
-    memory = _login_memory(config, storage, simulator is not None)
-    pollers = [Poller(IbaneraClient(c, config, memory=memory(c), stop_event=stop), config.poll_interval, stop)
-               for c in config.connections]
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    if not 1 <= args.max_connections <= 100_000:
+        raise ConfigError(f"--web.max-connections: expected 1 to 100000, got {args.max_connections}")
+    return ServerLimits(max_connections=args.max_connections,
+                        read_header_timeout=parse_duration(args.read_header_timeout, "--web.read-header-timeout"),
+                        idle_timeout=parse_duration(args.idle_timeout, "--web.idle-timeout"))
 
-    def statuses() -> list[ConnectionStatus]:
-        return [p.status() for p in pollers]
 
-    exposition = Exposition(statuses, config, __version__)
-    context = WebContext(exposition, statuses, telemetry_path, __version__)
-    try:
-        server = WebServer(address, context, web_config)
-    except OSError as exc:
-        return _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", 1)
+def _serve(config: Config, load: Callable[[], Config], make_client: ClientFactory, address: tuple[str, int],
+           telemetry_path: str, simulator: Simulator | None, web_config: WebConfigWatcher | None,
+           limits: ServerLimits) -> int:
+    # The signals first: from here on, SIGHUP reloads and never ends the process.
+    wake = threading.Event()
+    pending: set[str] = set()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
+        pending.add("reload" if signum == signal.SIGHUP else "stop")
+        if signum != signal.SIGHUP:
+            log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        wake.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    try:
+        fleet = Fleet(config, make_client)
+    except ConfigError as exc:  # a connection that cannot be set up, e.g. an unreadable ca_file
+        return _fail(str(exc), 2)
+    exposition = Exposition(fleet.statuses, config, __version__)
+    reloader = Reloader(load, fleet, exposition)
+    exposition.registry.register(reloader)
+    context = WebContext(exposition, fleet.statuses, telemetry_path, __version__, reload=reloader.reload)
+    try:
+        server = WebServer(address, context, web_config, limits)
+    except OSError as exc:
+        return _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", 1)
     server.start()
-    for poller in pollers:
-        poller.start()
-    web, _ = web_config.current() if web_config else (None, None)
+    fleet.start()
+    web = web_config.current().config if web_config else None
     log.info(
         "listening",
         extra={"address": f"{address[0]}:{server.port}", "telemetry_path": telemetry_path, "version": __version__,
                "tls": bool(web and web.tls), "basic_auth_users": len(web.basic_auth_users) if web else 0,
-               "connections": ",".join(p.name for p in pollers), "demo": simulator is not None},
+               "connections": ",".join(c.name for c in config.connections), "demo": simulator is not None,
+               "max_connections": limits.max_connections},
     )
-    stop.wait()
+    while "stop" not in pending:
+        wake.wait()
+        wake.clear()
+        if "reload" in pending and "stop" not in pending:
+            pending.discard("reload")  # a storm of SIGHUPs while a reload runs makes one more reload
+            try:
+                reloader.reload()
+            except ConfigError:
+                pass  # logged by the reloader; the running config carries on
     server.stop()
-    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-    for poller in pollers:
-        # A poll stuck in a slow request is a daemon thread: it may be left to die with the process.
-        poller.join(max(0.0, deadline - time.monotonic()))
+    fleet.stop(SHUTDOWN_GRACE_SECONDS)
     if simulator:
         simulator.stop()
     log.info("stopped")

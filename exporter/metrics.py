@@ -150,9 +150,17 @@ class Exposition:
         self._refreshed = refreshed_note(config.poll_interval)
         self._render_failures: Counter[str] = Counter()
         self._failures_lock = threading.Lock()
-        self.registry = build_registry(HealthCollector(statuses, config, version, self.render_failures))
+        self._health = HealthCollector(statuses, config, version, self.render_failures)
+        self.registry = build_registry(self._health)
         self._lock = threading.Lock()
         self._cache = _BalanceCache((), b"")
+
+    def replace_config(self, config: Config) -> None:
+        """After a reload: thresholds and poll_interval (in HELP texts too) show from the next scrape."""
+        self._health.replace_config(config)
+        with self._lock:
+            self._refreshed = refreshed_note(config.poll_interval)
+            self._cache = _BalanceCache((), b"")  # matches no set of snapshots: the next scrape renders
 
     def render_failures(self) -> dict[str, int]:
         """By connection: renderings that had to leave its balance series out."""
@@ -166,14 +174,22 @@ class Exposition:
                   extra={"connection": connection, "error": type(error).__name__})
 
     def render(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
+        return b"".join(self.render_parts(openmetrics, gzipped))
+
+    def render_parts(self, openmetrics: bool = False, gzipped: bool = False) -> tuple[bytes, bytes]:
+        """The body as (the cached balances, this scrape's part), sent one after the other.
+
+        Not joined: a scrape then holds only its own small part, not a copy of the balances,
+        however many scrapes are being written at once.
+        """
         cache = self._balances(gzipped)
         health = (generate_latest_openmetrics if openmetrics else generate_latest)(self.registry)
         if not gzipped:
-            return cache.body + health
+            return cache.body, health
         # One gzip stream: the cached compressed balances, continued with this scrape's health.
         assert cache.gzip_state is not None
         compressor = cache.gzip_state.copy()
-        return cache.gzip_prefix + compressor.compress(health) + compressor.flush()
+        return cache.gzip_prefix, compressor.compress(health) + compressor.flush()
 
     def _balances(self, gzipped: bool) -> _BalanceCache:
         snapshots = _snapshots_of(self._statuses())
@@ -210,48 +226,49 @@ class HealthCollector(Collector):
                  render_failures: Callable[[], Mapping[str, int]]) -> None:
         self._statuses = statuses
         self._render_failures = render_failures
-        # The accounts map is read from here at every scrape, never copied, so that a Config
-        # swapped in at run time (a reload) shows at the next scrape.
-        self.config = config
-        self._unknown_ids = _UnknownIds()
-        self._poll_interval = config.poll_interval
-        self._thresholds = config.low_available_balance
-        self._card_thresholds = config.low_available_card_balance
         self._version = version
-        self._refreshed = refreshed_note(config.poll_interval)
+        self._unknown_ids = _UnknownIds()
+        self.replace_config(config)
+
+    def replace_config(self, config: Config) -> None:
+        # One reference swapped whole, read once per scrape: a scrape never shows half of the
+        # old settings and half of the new.
+        self._config = config
 
     def collect(self) -> Iterable[Metric]:
         statuses = self._statuses()
-        yield from _part_health(ACCOUNTS_PART, [(s.name, s.accounts) for s in statuses], self._refreshed)
+        config = self._config
+        refreshed = refreshed_note(config.poll_interval)
+        yield from _part_health(ACCOUNTS_PART, [(s.name, s.accounts) for s in statuses], refreshed)
         yield from self._health(statuses)
         threshold = GaugeMetricFamily(
             "ibanera_balance_low_threshold",
             "Available balance below which an asset counts as low, from thresholds.low_available_balance in the config.",
             labels=["asset"],
         )
-        for asset, amount in sorted(self._thresholds.items()):
+        for asset, amount in sorted(config.low_available_balance.items()):
             threshold.add_metric([asset], float(amount))
         yield threshold
-        connections = self.config.connections  # once: a reload may swap the Config meanwhile
+        connections = config.connections
         if any(c.accounts for c in connections):  # like the card families: only when configured
             yield from account_families(connections)
             self._unknown_ids.warn(connections, statuses)
-        if self._card_thresholds:
+        if config.low_available_card_balance:
             card_threshold = GaugeMetricFamily(
                 "ibanera_card_low_threshold",
                 "Available card balance below which a card counts as low, from thresholds.low_available_card_balance.",
                 labels=["currency"],
             )
-            for currency, amount in sorted(self._card_thresholds.items()):
+            for currency, amount in sorted(config.low_available_card_balance.items()):
                 card_threshold.add_metric([currency], float(amount))
             yield card_threshold
         carded = [(s.name, s.cards) for s in statuses if s.cards is not None]
         if carded:
-            yield from _part_health(CARDS_PART, carded, self._refreshed)
+            yield from _part_health(CARDS_PART, carded, refreshed)
         interval = GaugeMetricFamily(
             "ibanera_poll_interval_seconds", "Configured time between the starts of two polls (poll_interval)."
         )
-        interval.add_metric([], self._poll_interval)
+        interval.add_metric([], config.poll_interval)
         yield interval
         build = GaugeMetricFamily("ibanera_exporter_build_info", "Version of ibanera-exporter, always 1.", labels=["version"])
         build.add_metric([self._version], 1)

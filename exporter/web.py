@@ -1,24 +1,22 @@
-"""HTTP: `/` landing page, the telemetry path, `/-/healthy` and `/-/ready`."""
+"""HTTP: `/` landing page, the telemetry path, `/-/healthy`, `/-/ready` and `/-/reload`."""
 
 from __future__ import annotations
 
 import html
 import logging
-import socket
-import ssl
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
 
+from .config import ConfigError
+from .httpserver import DEFAULT_LIMITS, KNOWN_METHODS, HTTPServer, Request, Response, ServerLimits, TLSSettings
 from .metrics import Exposition
 from .poller import ConnectionStatus
-from .webconfig import BasicAuth, WebConfig, WebConfigWatcher, peer_sans_allowed
+from .webconfig import BasicAuth, WebConfig, WebConfigWatcher
 
 log = logging.getLogger("exporter.web")
 
@@ -43,124 +41,100 @@ class WebContext:
     statuses: Callable[[], Sequence[ConnectionStatus]]
     telemetry_path: str
     version: str
+    # POST /-/reload: reads config.yaml again and applies it, or raises ConfigError.
+    reload: Callable[[], None] | None = None
 
 
-HANDSHAKE_TIMEOUT_SECONDS = 10  # a client that never finishes its TLS handshake holds one thread, not forever
 NO_WEB_CONFIG = WebConfig()
+TEXT = "text/plain; charset=utf-8"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # A restarted exporter must be able to bind its port again straight away.
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], context: WebContext, web_config: WebConfigWatcher | None) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.context = context
-        self.web_config = web_config
-        self.basic_auth = BasicAuth()
-        super().__init__(address, _Handler)
-
-    def current_web_config(self) -> tuple[WebConfig, ssl.SSLContext | None]:
-        return self.web_config.current() if self.web_config else (NO_WEB_CONFIG, None)
-
-    def finish_request(self, request: socket.socket, client_address: tuple) -> None:
-        # The TLS handshake runs here, in the connection's own thread, so that a slow or
-        # hostile client cannot hold up accept(); each connection gets the context of the
-        # moment, which is how rotated certificates take effect.
-        config, tls_context = self.current_web_config()
-        if tls_context is None:
-            return super().finish_request(request, client_address)
-        request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
-        try:
-            connection = tls_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.debug("tls handshake failed", extra={"client": client_address[0], "error": str(exc)})
-            return None
-        try:
-            if config.tls.client_allowed_sans and not peer_sans_allowed(connection, config.tls.client_allowed_sans):
-                log.warning("client certificate refused: none of client_allowed_sans", extra={"client": client_address[0]})
-                return None
-            connection.settimeout(None)
-            return super().finish_request(connection, client_address)
-        finally:
-            connection.close()
-
-    def handle_error(self, request: object, client_address: tuple) -> None:
-        # socketserver would print a traceback to stderr; a scraper that hangs up early is
-        # routine, anything else is worth one log line.
-        error = sys.exc_info()[1]
-        level = logging.DEBUG if isinstance(error, ConnectionError) else logging.WARNING
-        log.log(level, "http connection failed", extra={"client": client_address[0], "error": repr(error)})
+def gzip_accepted(header: str) -> bool:
+    """Whether Accept-Encoding allows gzip (RFC 9110 12.5.3): `gzip;q=0` and `identity` do not."""
+    qualities: dict[str, float] = {}
+    for item in header.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # an unreadable weight is not a yes
+        if coding:
+            qualities[coding.lower()] = quality
+    gzip = qualities.get("gzip", qualities.get("x-gzip", qualities.get("*", 0.0)))
+    return gzip > 0
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    _web_config = NO_WEB_CONFIG
-    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
-    # and delayed ACKs add ~40 ms to every keep-alive request.
-    disable_nagle_algorithm = True
-    server_version = "ibanera-exporter"
+class _App:
+    """Request -> Response: authentication, then the route."""
 
-    # An idle keep-alive connection gives its thread back after this long.
-    timeout = 300
+    def __init__(self, context: WebContext, web_config: WebConfigWatcher | None) -> None:
+        self._context = context
+        self._web_config = web_config
+        self._basic_auth = BasicAuth()
 
-    def do_GET(self) -> None:
-        context = self.server.context
-        path = urlsplit(self.path).path
-        self._web_config, _ = self.server.current_web_config()
-        users = self._web_config.basic_auth_users
+    def __call__(self, request: Request) -> Response:
+        config = self._web_config.current().config if self._web_config else NO_WEB_CONFIG
+        response = self._route(request, config)
+        return Response(response.status, response.body, response.headers + tuple(config.headers.items()), response.close)
+
+    def _route(self, request: Request, config: WebConfig) -> Response:
+        context = self._context
+        path = urlsplit(request.target).path
+        users = config.basic_auth_users
         # /-/healthy stays open for liveness probes, which carry no credentials.
-        if users and path != "/-/healthy" and not self.server.basic_auth.check(users, self.headers.get("Authorization")):
-            self._send(401, "text/plain; charset=utf-8", b"Unauthorized.\n",
-                       extra_headers={"WWW-Authenticate": 'Basic realm="ibanera-exporter", charset="UTF-8"'})
-            return
+        if users and path != "/-/healthy" and not self._basic_auth.check(users, request.headers.get("authorization")):
+            return _text(HTTPStatus.UNAUTHORIZED, "Unauthorized.\n",
+                         ("WWW-Authenticate", 'Basic realm="ibanera-exporter", charset="UTF-8"'))
+        if path == "/-/reload":
+            if request.method != "POST":
+                return _text(HTTPStatus.METHOD_NOT_ALLOWED, "Only POST reloads the configuration.\n", ("Allow", "POST"))
+            return self._reload()
+        if request.method not in ("GET", "HEAD"):
+            code = HTTPStatus.METHOD_NOT_ALLOWED if request.method in KNOWN_METHODS else HTTPStatus.NOT_IMPLEMENTED
+            return _text(code, "Only GET and HEAD here.\n", ("Allow", "GET, HEAD"))
         if path == context.telemetry_path:
-            self._metrics(context)
-        elif path == "/":
-            self._send(200, "text/html; charset=utf-8", _landing_page(context).encode())
-        elif path == "/-/healthy":
-            self._send(200, "text/plain; charset=utf-8", b"Healthy.\n")
-        elif path == "/-/ready":
+            return self._metrics(request)
+        if path == "/":
+            return Response(HTTPStatus.OK, (_landing_page(context).encode(),),
+                            (("Content-Type", "text/html; charset=utf-8"),))
+        if path == "/-/healthy":
+            return _text(HTTPStatus.OK, "Healthy.\n")
+        if path == "/-/ready":
             waiting = [s.name for s in context.statuses() if s.accounts.snapshot is None]
             if waiting:
-                body = f"Not ready: no good poll yet for {', '.join(waiting)}.\n".encode()
-                self._send(503, "text/plain; charset=utf-8", body)
-            else:
-                self._send(200, "text/plain; charset=utf-8", b"Ready.\n")
-        else:
-            self._send(404, "text/plain; charset=utf-8", b"Not found. See / for what this exporter serves.\n")
+                return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"Not ready: no good poll yet for {', '.join(waiting)}.\n")
+            return _text(HTTPStatus.OK, "Ready.\n")
+        return _text(HTTPStatus.NOT_FOUND, "Not found. See / for what this exporter serves.\n")
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _metrics(self, context: WebContext) -> None:
-        _, content_type = choose_encoder(self.headers.get("Accept", ""))
-        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+    def _reload(self) -> Response:
+        if self._context.reload is None:
+            return _text(HTTPStatus.NOT_FOUND, "Not found. See / for what this exporter serves.\n")
         try:
-            body = context.exposition.render(content_type.startswith("application/openmetrics-text"), gzipped)
+            self._context.reload()
+        except ConfigError as exc:  # its message names the key and never holds a secret
+            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, f"failed to reload config: {exc}\n")
+        return _text(HTTPStatus.OK, "Reloaded.\n")
+
+    def _metrics(self, request: Request) -> Response:
+        _, content_type = choose_encoder(request.headers.get("accept", ""))
+        gzipped = gzip_accepted(request.headers.get("accept-encoding", ""))
+        try:
+            body = self._context.exposition.render_parts(content_type.startswith("application/openmetrics-text"), gzipped)
         except Exception:  # a bug in a collector: answer 500 rather than half an exposition
             log.exception("building the metrics failed")
-            self._send(500, "text/plain; charset=utf-8", b"Error building the metrics; see the exporter's log.\n")
-            return
-        self._send(200, content_type, body, content_encoding="gzip" if gzipped else None)
+            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error building the metrics; see the exporter's log.\n")
+        headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(HTTPStatus.OK, body, tuple(headers))
 
-    def _send(self, code: int, content_type: str, body: bytes, content_encoding: str | None = None,
-              extra_headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if content_encoding:
-            self.send_header("Content-Encoding", content_encoding)
-        for name, value in {**self._web_config.headers, **(extra_headers or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:
-        log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
+def _text(status: HTTPStatus, text: str, *headers: tuple[str, str]) -> Response:
+    return Response(status, (text.encode(),), (("Content-Type", TEXT), *headers))
 
 
 def _landing_page(context: WebContext) -> str:
@@ -207,18 +181,27 @@ def _landing_page(context: WebContext) -> str:
 
 
 class WebServer:
-    def __init__(self, address: tuple[str, int], context: WebContext, web_config: WebConfigWatcher | None = None) -> None:
-        self._server = _Server(address, context, web_config)
-        # A short poll interval makes shutdown() return promptly on SIGTERM.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="web", daemon=True)
+    def __init__(self, address: tuple[str, int], context: WebContext, web_config: WebConfigWatcher | None = None,
+                 limits: ServerLimits = DEFAULT_LIMITS) -> None:
+        self._web_config = web_config
+        self._server = HTTPServer(address, _App(context, web_config), limits, self._tls, "ibanera-exporter")
+
+    def _tls(self) -> TLSSettings | None:
+        # Each new connection gets the TLS settings of the moment: that is how rotated
+        # certificates take effect without a restart.
+        if self._web_config is None:
+            return None
+        current = self._web_config.current()
+        if current.ssl_context is None or current.config.tls is None:
+            return None
+        return TLSSettings(current.ssl_context, current.config.tls.client_allowed_sans)
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._server.port
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()

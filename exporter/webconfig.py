@@ -16,10 +16,12 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import yaml
@@ -76,7 +78,7 @@ class WebConfig:
     basic_auth_users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
 
 
-def _mapping(value: object, key: str, source: str) -> dict:
+def _mapping(value: object, key: str, source: str) -> dict[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -150,6 +152,12 @@ def _headers(value: object, source: str) -> dict[str, str]:
     for key in data:
         if key not in ("headers", "http2"):
             raise WebConfigError(f"{source}: http_server_config.{key}: unknown key")
+    http2 = data.get("http2", False)
+    if not isinstance(http2, bool):
+        raise WebConfigError(f"{source}: http_server_config.http2: expected true or false")
+    if http2:
+        raise WebConfigError(f"{source}: http_server_config.http2: not supported: this exporter serves HTTP/1.1 only "
+                             "(Prometheus scrapes over HTTP/1.1); set it to false or remove it")
     headers = _mapping(data.get("headers"), "http_server_config.headers", source)
     result = {}
     for name, text in headers.items():
@@ -198,7 +206,15 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     return context
 
 
-def load_web_config(path: str | Path) -> tuple[WebConfig, ssl.SSLContext | None]:
+@dataclass(frozen=True)
+class LoadedWebConfig:
+    """A web config and the TLS context built from it, swapped as one so that no reader sees a mix."""
+
+    config: WebConfig
+    ssl_context: ssl.SSLContext | None
+
+
+def load_web_config(path: str | Path) -> LoadedWebConfig:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -208,43 +224,93 @@ def load_web_config(path: str | Path) -> tuple[WebConfig, ssl.SSLContext | None]
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise WebConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        # An empty file is what an editor leaves for a moment while it rewrites one: it never
+        # means "no TLS, no auth". A file that really wants nothing says {}.
+        raise WebConfigError(f"{path}: the web config file is empty (write {{}} for a config without TLS or auth)")
     config = parse_web_config(data, str(path), path.parent)
-    return config, (build_ssl_context(config.tls, str(path)) if config.tls else None)
+    return LoadedWebConfig(config, build_ssl_context(config.tls, str(path)) if config.tls else None)
+
+
+_CLIENT_AUTH_STRENGTH = {name: rank for rank, name in enumerate(CLIENT_AUTH_TYPES)}
+
+
+def weakening(old: WebConfig, new: WebConfig) -> str | None:
+    """What `new` would switch off that `old` has on, or None. Such a change needs a restart."""
+    if old.tls is not None and new.tls is None:
+        return "it would turn TLS off"
+    if old.basic_auth_users and not new.basic_auth_users:
+        return "it would turn basic auth off"
+    if old.tls is not None and new.tls is not None:
+        if _CLIENT_AUTH_STRENGTH[new.tls.client_auth_type] < _CLIENT_AUTH_STRENGTH[old.tls.client_auth_type]:
+            return f"it would weaken client_auth_type from {old.tls.client_auth_type} to {new.tls.client_auth_type}"
+        if old.tls.client_allowed_sans and not new.tls.client_allowed_sans:
+            return "it would drop client_allowed_sans"
+    return None
 
 
 class WebConfigWatcher:
-    """The current web config, read again whenever the file or a certificate changes."""
+    """The current web config, read again whenever the file or a certificate changes.
+
+    Fails closed: a change that does not load (a half-written file or certificate pair, an
+    empty file) or that would switch TLS, basic auth or client-certificate checks off is
+    refused, logged with the reason, and the last good config keeps serving. Switching
+    them off takes a restart, so that no moment of an edit can serve without them.
+    """
+
+    # After a refused change, the files are read again this often even if they look the same:
+    # an editor's last write can leave the size and (coarse) timestamps of a half-written state.
+    RETRY_SECONDS = 1.0
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
-        self._config, self._context = load_web_config(self._path)  # at start-up, errors are fatal
+        self._loaded = load_web_config(self._path)  # at start-up, errors are fatal
         self._stamps = self._file_stamps()
+        self._retry_at: float | None = None  # set while the files on disk are a refused change
+        self._refusal: str | None = None
 
-    def current(self) -> tuple[WebConfig, ssl.SSLContext | None]:
+    def current(self) -> LoadedWebConfig:
         stamps = self._file_stamps()
-        if stamps != self._stamps:
+        if stamps != self._stamps or self._retry_due():
             with self._lock:
-                if stamps != self._stamps:
+                changed = stamps != self._stamps
+                if changed or self._retry_due():
                     self._stamps = stamps
-                    try:
-                        self._config, self._context = load_web_config(self._path)
-                        log.info("web config reloaded", extra={"file": str(self._path)})
-                    except WebConfigError as exc:
-                        log.error("web config not reloaded, the last good one stays in use", extra={"error": str(exc)})
-        return self._config, self._context
+                    self._reload(log_again=changed)
+        return self._loaded
 
-    def _file_stamps(self) -> tuple:
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and time.monotonic() >= self._retry_at
+
+    def _reload(self, log_again: bool) -> None:
+        try:
+            loaded = load_web_config(self._path)
+            reason = weakening(self._loaded.config, loaded.config)
+            if reason:
+                raise WebConfigError(f"{self._path}: {reason}; turning TLS, basic auth or client certificate checks "
+                                     "off needs a restart")
+        except WebConfigError as exc:
+            self._retry_at = time.monotonic() + self.RETRY_SECONDS
+            if log_again or str(exc) != self._refusal:  # the retries repeat nothing already said
+                log.error("web config not reloaded, the last good one stays in use", extra={"error": str(exc)})
+            self._refusal = str(exc)
+            return
+        self._loaded, self._retry_at, self._refusal = loaded, None, None
+        log.info("web config reloaded", extra={"file": str(self._path)})
+
+    def _file_stamps(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        tls = self._loaded.config.tls
         files = [self._path]
-        if self._config.tls:
-            files += [self._config.tls.cert_file, self._config.tls.key_file]
-            if self._config.tls.client_ca_file:
-                files.append(self._config.tls.client_ca_file)
-        stamps = []
+        if tls:
+            files += [tls.cert_file, tls.key_file]
+            if tls.client_ca_file:
+                files.append(tls.client_ca_file)
+        stamps: list[tuple[int, int, int, int] | None] = []
         for file in files:
             try:
                 stat = os.stat(file)
-                stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+                stamps.append((stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino))
             except OSError:
                 stamps.append(None)
         return tuple(stamps)
@@ -264,10 +330,10 @@ class BasicAuth:
         user, password = _credentials(header)
         if user is None:
             return False
-        hashed = users.get(user)
-        known = hashed is not None
+        known_hash = users.get(user)
+        known = known_hash is not None
         # An unknown user costs a bcrypt check like a known one, so timing does not tell names apart.
-        hashed = hashed if known else self._dummy(next(iter(users.values())))
+        hashed = known_hash if known_hash is not None else self._dummy(next(iter(users.values())))
         key = hashlib.sha256(user.encode() + b"\0" + password + b"\0" + hashed).digest()
         with self._lock:
             if key in self._good:
@@ -307,9 +373,3 @@ def _credentials(header: str | None) -> tuple[str | None, bytes]:
         return user.decode(), password
     except UnicodeDecodeError:
         return None, b""
-
-
-def peer_sans_allowed(tls_socket: ssl.SSLSocket, allowed: tuple[str, ...]) -> bool:
-    """Whether the verified client certificate names one of `allowed` as a subject alternative name."""
-    certificate = tls_socket.getpeercert() or {}
-    return not {value for _, value in certificate.get("subjectAltName", ())}.isdisjoint(allowed)

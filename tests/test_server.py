@@ -1,0 +1,303 @@
+"""The exporter's HTTP server under misbehaving clients, over real loopback sockets.
+
+Clients that must misbehave (say nothing, trickle bytes, send bodies, speak HTTP/0.9)
+are raw sockets. The limits are made short here so that the tests stay fast; the README
+gives the defaults.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import resource
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import Running, account, connection_for, rested_storage
+
+from exporter.config import Config
+from exporter.httpserver import ServerLimits
+from exporter.metrics import Exposition
+from exporter.simulator import Simulator
+from exporter.web import WebContext, WebServer, gzip_accepted
+
+SHORT = ServerLimits(max_connections=16, read_header_timeout=1.0, idle_timeout=1.0, write_timeout=5.0)
+# How long a test waits for something the server must do within one of the SHORT limits:
+# generous, so that a loaded machine never fails a test; not a performance figure.
+PATIENCE = 8.0
+
+
+def start_server(limits: ServerLimits = SHORT) -> WebServer:
+    exposition = Exposition(list, Config(connections=()), "test")
+    server = WebServer(("127.0.0.1", 0), WebContext(exposition, list, "/metrics", "test"), limits=limits)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def server() -> Iterator[WebServer]:
+    started = start_server()
+    yield started
+    started.stop()
+
+
+def connect(server: WebServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One response: status, headers (lower-case names), body (by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a whole response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    length = int(headers["content-length"])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the middle of a body"
+        body += chunk
+    assert len(body) == length, f"more bytes than Content-Length: {body[length:]!r}"
+    return int(status_line.split(" ")[1]), headers, body
+
+
+def closed_by_server(sock: socket.socket, within: float = PATIENCE) -> bool:
+    """Whether the server closes the connection within `within` seconds (anything it sends first is read)."""
+    deadline = time.monotonic() + within
+    while True:  # at least one look, also with within=0
+        readable, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+        if readable:
+            try:
+                if not sock.recv(65536):
+                    return True
+            except ConnectionError:
+                return True
+        elif time.monotonic() >= deadline:
+            return False
+
+
+def healthy(server: WebServer) -> bool:
+    return httpx.get(f"http://127.0.0.1:{server.port}/-/healthy", timeout=PATIENCE).status_code == 200
+
+
+# -- bounded work per client ----------------------------------------------------------
+
+
+def test_connections_and_threads_are_capped_and_new_clients_still_get_in(caplog):
+    server = start_server(ServerLimits(max_connections=8, read_header_timeout=30, idle_timeout=30))
+    threads_before = threading.active_count()
+    silent = [connect(server) for _ in range(60)]  # connect and say nothing
+    try:
+        # 52 of the 60 are closed to make room; 8 stay open, each with its thread.
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline and sum(closed_by_server(s, 0) for s in silent) < 52:
+            time.sleep(0.05)
+        while time.monotonic() < deadline and threading.active_count() - threads_before > 8:
+            time.sleep(0.05)  # the threads of the closed ones finishing
+        assert sum(closed_by_server(s, 0) for s in silent) == 52
+        assert threading.active_count() - threads_before <= 8
+        # Said once, not once per connection closed: a flood must not become a flood of log lines.
+        assert caplog.text.count("connection limit reached") == 1
+        # The oldest idle connections were closed to make room: a scraper still gets its answer.
+        assert healthy(server)
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
+
+
+def test_slowloris_connections_are_closed_at_the_header_deadline_while_scrapes_go_on(server):
+    trickling = [connect(server) for _ in range(12)]
+    for sock in trickling:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+    closed: set[int] = set()
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline and len(closed) < len(trickling):
+        for i, sock in enumerate(trickling):  # a header line every 0.1 s: never idle, never done
+            if i not in closed:
+                try:
+                    sock.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    closed.add(i)
+                    continue
+                if closed_by_server(sock, 0.01):
+                    closed.add(i)
+        assert healthy(server)  # meanwhile, a normal scrape answers
+        time.sleep(0.1)
+    for sock in trickling:
+        sock.close()
+    assert len(closed) == len(trickling)
+
+
+def test_idle_keep_alive_connections_are_closed(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = read_response(sock)
+        assert status == 200 and headers["connection"] == "keep-alive"
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive between scrapes works
+        assert read_response(sock)[0] == 200
+        assert closed_by_server(sock)  # then, idle for longer than idle_timeout, it is closed
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read the listen backlog")
+def test_listen_backlog_is_at_least_128(server):
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, check=True).stdout
+    backlog = int(out.split()[2])  # for a listening socket, Send-Q is the backlog
+    assert backlog >= 128
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+def test_out_of_descriptors_accept_backs_off_and_recovers(tmp_path):
+    with Simulator([account(1)]) as simulator:
+        conn = connection_for(simulator)
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+            "poll_interval": "1h",
+            "connections": [{"name": "c", "base_url": conn.base_url, "username": conn.username.reveal(),
+                             "password": conn.password.reveal(), "totp_secret": conn.totp_secret.reveal()}],
+        }))
+        daemon = Running("--config.file", str(tmp_path / "config.yaml"),
+                         "--storage.path", rested_storage(tmp_path / "state", "c"))
+        try:
+            daemon.wait_ready()
+            pid = daemon.proc.pid
+            in_use = len(os.listdir(f"/proc/{pid}/fd"))
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 4, in_use + 4))
+            port = int(daemon.url.rsplit(":", 1)[1])
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(30)]
+            time.sleep(0.5)  # the first few are accepted; accept() now fails with EMFILE
+            before = _cpu_seconds(pid)
+            time.sleep(2.0)
+            # A spinning accept loop burns most of a core (1.5 s of these 2); backing off, almost nothing.
+            assert _cpu_seconds(pid) - before < 0.75
+            for sock in clients:
+                sock.close()
+            deadline = time.monotonic() + PATIENCE + 10  # the accepted ones end at the header deadline (10 s)
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(daemon.url + "/-/healthy", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            else:
+                raise AssertionError("the server did not recover when descriptors were free again")
+        finally:
+            code, _, log = daemon.stop()
+    assert code == 0
+    assert 1 <= log.count("out of file descriptors") <= 2  # said once when it starts, not at every retry
+
+
+# -- HTTP details ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header, gzipped", [
+    ("gzip", True), ("gzip, deflate, br", True), ("gzip;q=1.0, identity;q=0.5", True), ("*", True),
+    ("gzip;q=0", False), ("identity", False), ("GZIP;Q=0", False), ("deflate, *;q=0", False),
+    ("gzip;q=0, *", False), ("gzip;q=nonsense", False), ("", False),
+])
+def test_accept_encoding_q_values(server, header, gzipped):
+    assert gzip_accepted(header) is gzipped
+    with connect(server) as sock:
+        sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {header}\r\n\r\n".encode())
+        status, headers, body = read_response(sock)
+    assert status == 200
+    assert (headers.get("content-encoding") == "gzip") is gzipped
+    text = gzip.decompress(body) if gzipped else body
+    assert b"ibanera_exporter_build_info" in text
+
+
+def test_a_body_on_get_is_discarded_not_parsed_as_the_next_request(server):
+    smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"GET /-/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = read_response(sock)
+    assert (status, body) == (200, b"Ready.\n")  # the answer to /-/ready, not a 404 for the smuggled /nope
+
+
+@pytest.mark.parametrize("framing", [
+    b"Transfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
+    b"Content-Length: 1000000\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+def test_a_body_that_is_not_read_closes_the_connection(server, framing):
+    with connect(server) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n" + framing)
+        status, headers, _ = read_response(sock)
+        assert status == 200 and headers["connection"] == "close"
+        assert closed_by_server(sock)
+
+
+def test_http_1_0_gets_a_close(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert (status, body, headers["connection"]) == (200, b"Healthy.\n", "close")
+        assert closed_by_server(sock)
+
+
+@pytest.mark.parametrize("request_bytes, code", [
+    (b"GET /\r\n", 400),  # HTTP/0.9
+    (b"GET /metrics\r\n\r\n", 400),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400),  # a TLS hello on the plain port
+    (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
+    (b"GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n", 400),  # space before the colon
+    (b"GET /metrics HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),  # obsolete line folding
+    (b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+])
+def test_garbage_gets_an_error_and_a_close(server, request_bytes, code):
+    with connect(server) as sock:
+        sock.sendall(request_bytes)
+        status, headers, _ = read_response(sock)
+        assert (status, headers["connection"]) == (code, "close")
+        assert closed_by_server(sock)
+
+
+@pytest.mark.parametrize("method, path, code", [
+    ("PUT", "/metrics", 405), ("DELETE", "/", 405), ("POST", "/metrics", 405), ("BREW", "/metrics", 501),
+])
+def test_methods(server, method, path, code):
+    with connect(server) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        status, headers, _ = read_response(sock)
+    assert status == code
+    if code == 405:
+        assert headers["allow"] == "GET, HEAD"
+
+
+def test_head_has_the_length_of_get_and_no_body(server):
+    with connect(server) as sock:
+        sock.sendall(b"HEAD /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = read_response_head(sock)
+        assert (status, headers["content-length"], body) == (200, str(len(b"Healthy.\n")), b"")
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")  # nothing left over on the connection
+        assert read_response(sock)[2] == b"Healthy.\n"
+
+
+def read_response_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    return int(status_line.split(" ")[1]), {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}, rest

@@ -1,0 +1,136 @@
+"""--web.config.file fails closed: no moment of an edit serves without TLS or basic auth."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import httpx
+import pytest
+import test_security
+import trustme
+import yaml
+from test_security import HASH, PASSWORD, tls_client
+
+from exporter.webconfig import WebConfigError, load_web_config
+
+# The TLS and web-server fixtures of test_security, shared rather than copied.
+ca, certs, web = test_security.ca, test_security.certs, test_security.web
+
+AUTH = {"basic_auth_users": {"prometheus": HASH}}
+TLS = {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}
+MTLS = {"tls_server_config": {**TLS["tls_server_config"], "client_auth_type": "RequireAndVerifyClientCert",
+                              "client_ca_file": "ca.crt"}}
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Messages and their `error` fields, as the log line shows them."""
+    return "\n".join(f"{r.getMessage()} {getattr(r, 'error', '')}" for r in caplog.records)
+
+
+def replace_atomically(path, text: str) -> None:
+    (path.parent / (path.name + ".tmp")).write_text(text)
+    os.replace(path.parent / (path.name + ".tmp"), path)
+
+
+def test_an_in_place_rewrite_never_turns_basic_auth_off(web, certs, caplog):
+    server = web(AUTH)
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    path = certs / "web.yml"
+    with open(path, "w") as file:  # an editor truncates, then writes
+        file.flush()
+        assert path.stat().st_size == 0
+        assert httpx.get(url).status_code == 401
+        file.write("basic_auth_users:\n")  # half written: no users yet
+        file.flush()
+        assert httpx.get(url).status_code == 401
+        file.write(f"  prometheus: '{HASH}'\n")
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, auth=("prometheus", PASSWORD)).status_code == 200
+    assert "the web config file is empty" in logged(caplog) and "turn basic auth off" in logged(caplog)
+
+
+@pytest.mark.parametrize("replacement, reason", [
+    ("", "the web config file is empty"),
+    ("{}\n", "turn basic auth off"),
+    (yaml.safe_dump({"http_server_config": {"headers": {"X-Frame-Options": "deny"}}}), "turn basic auth off"),
+    ("basic_auth_users: {prometheus: [\n", "not valid YAML"),
+])
+def test_an_atomic_replacement_that_would_turn_basic_auth_off_is_refused(web, certs, caplog, replacement, reason):
+    server = web(AUTH)
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    replace_atomically(certs / "web.yml", replacement)
+    with caplog.at_level(logging.ERROR, logger="exporter.webconfig"):
+        response = httpx.get(url)
+    assert response.status_code == 401 and "X-Frame-Options" not in response.headers
+    assert httpx.get(url, auth=("prometheus", PASSWORD)).status_code == 200
+    assert reason in logged(caplog) and "last good one stays in use" in logged(caplog)
+
+
+@pytest.mark.parametrize("start, replacement", [
+    (TLS, {}),
+    (TLS, AUTH),
+    (MTLS, TLS),  # client certificates no longer asked for
+    ({"tls_server_config": {**MTLS["tls_server_config"], "client_allowed_sans": ["scraper.example"]}}, MTLS),
+])
+def test_a_reload_that_would_turn_tls_or_client_checks_off_is_refused(web, certs, caplog, start, replacement):
+    server = web(start)
+    replace_atomically(certs / "web.yml", yaml.safe_dump(replacement))
+    with tls_client(certs, client_cert="client_auth_type" in start["tls_server_config"]) as client:
+        assert client.get(f"https://127.0.0.1:{server.port}/metrics").status_code == 200
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=2)
+    if "client_auth_type" in start["tls_server_config"]:
+        with tls_client(certs) as client, pytest.raises(httpx.HTTPError):  # still no entry without a certificate
+            client.get(f"https://127.0.0.1:{server.port}/metrics")
+    assert "needs a restart" in logged(caplog)
+
+
+def test_a_half_written_certificate_pair_keeps_the_old_one(web, certs, tmp_path, caplog):
+    server = web(TLS)
+    url = f"https://127.0.0.1:{server.port}/metrics"
+    new_ca = trustme.CA()
+    new_ca.cert_pem.write_to_path(tmp_path / "new-ca.crt")
+    new = new_ca.issue_cert("127.0.0.1")
+    pem = new.cert_chain_pems[0].bytes()
+    (certs / "server.crt").write_bytes(pem[: len(pem) // 2])  # the certificate, half written
+    with tls_client(certs) as client:
+        assert client.get(url).status_code == 200
+    new.cert_chain_pems[0].write_to_path(certs / "server.crt")  # whole, but the key is still the old one
+    with tls_client(certs) as client:
+        assert client.get(url).status_code == 200
+    with tls_client(certs, ca_file="new-ca.crt") as client, pytest.raises(httpx.HTTPError):
+        client.get(url)
+    new.private_key_pem.write_to_path(certs / "server.key")  # the pair is complete: it takes over
+    with tls_client(certs, ca_file="new-ca.crt") as client:
+        assert client.get(url).status_code == 200
+    assert logged(caplog).count("web config not reloaded") >= 2
+
+
+def test_http2_is_refused_with_a_clear_error_and_false_is_accepted(tmp_path):
+    (tmp_path / "web.yml").write_text("http_server_config: {http2: true}\n")
+    with pytest.raises(WebConfigError, match=r"http_server_config\.http2: not supported: this exporter serves HTTP/1\.1"):
+        load_web_config(tmp_path / "web.yml")
+    (tmp_path / "web.yml").write_text("http_server_config: {http2: false}\n")
+    assert load_web_config(tmp_path / "web.yml").config.tls is None
+
+
+def test_a_refused_change_is_read_again_when_its_certificates_are_complete(web, certs, caplog):
+    # TLS is off, so no certificate is watched yet: the new key's arrival must still be seen.
+    server = web(AUTH)
+    (certs / "server.key").rename(certs / "server.key.later")
+    replace_atomically(certs / "web.yml", yaml.safe_dump({**AUTH, **TLS}))
+    url = f"127.0.0.1:{server.port}/metrics"
+    assert httpx.get(f"http://{url}", auth=("prometheus", PASSWORD)).status_code == 200  # refused: still plain
+    (certs / "server.key.later").rename(certs / "server.key")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with tls_client(certs) as client:
+                assert client.get(f"https://{url}", auth=("prometheus", PASSWORD)).status_code == 200
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "the completed pair was never loaded"
+            time.sleep(0.1)
+    assert logged(caplog).count("web config not reloaded") == 1  # the retries repeat nothing already said
