@@ -109,6 +109,6 @@ def test_a_config_swapped_at_run_time_shows_at_the_next_scrape():
         return Config(connections=(ConnectionConfig("c0", secret, secret, secret, accounts=accounts),))
 
     collector = HealthCollector(lambda: [], config({1001: AccountConfig(name="Old")}), "test", lambda: {})
-    collector.config = config({1001: AccountConfig(name="New")})
+    collector.replace_config(config({1001: AccountConfig(name="New")}))
     info = next(m for m in collector.collect() if m.name == "ibanera_account_info")
     assert [s.labels["name"] for s in info.samples] == ["New"]
