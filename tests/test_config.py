@@ -1,3 +1,5 @@
+import os
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -147,3 +149,52 @@ def test_cards_and_their_thresholds(tmp_path):
     assert config.connections[0].cards and config.connections[0].cards_holder_name_label
     assert config.low_available_card_balance == {"USD": Decimal("200.5")}
     assert not load(tmp_path, MINIMAL).connections[0].cards
+
+
+def _load_within_seconds(path: Path, seconds: float = 5.0) -> str:
+    """The ConfigError of loading `path`, which must come at once: a hang fails the test, not the suite."""
+    outcome: list[BaseException | object] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(load_config(path, environ=SECRET_VALUES))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"loading {path.name} still blocks after {seconds}s"
+    assert isinstance(outcome[0], ConfigError), outcome[0]
+    return str(outcome[0])
+
+
+def test_a_fifo_in_place_of_the_config_file_is_refused_at_once(tmp_path):
+    """An editor or a sabotage leaves a FIFO where config.yaml was: a reload must not wait for a writer."""
+    path = tmp_path / "config.yaml"
+    os.mkfifo(path)
+    assert "cannot read the config file: not a regular file" in _load_within_seconds(path)
+
+
+def test_an_endless_config_file_is_refused_without_reading_it_all(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.symlink_to("/dev/zero")
+    assert "not a regular file" in _load_within_seconds(path)
+    path.unlink()
+    path.write_bytes(b"#" * (2 * 1024 * 1024))
+    assert "larger than 1048576 bytes" in _load_within_seconds(path)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, lambda p: p.symlink_to("/dev/zero")], ids=["fifo", "dev-zero"])
+def test_a_secret_file_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path, make):
+    make(tmp_path / "password")
+    path = write(tmp_path, MINIMAL.replace("password: ${IBANERA_PASSWORD}", "password_file: password"))
+    assert "connections[0].password_file: cannot read" in _load_within_seconds(path)
+
+
+@pytest.mark.parametrize("field, value", [("name", '"main\\n"'), ("base_url", '"https://api.example\\n"')])
+def test_a_final_line_break_is_not_part_of_a_name_or_url(tmp_path, field, value):
+    """A regex with `$` lets "main\\n" pass: a label and a state file name with a line break."""
+    text = MINIMAL.replace("  - name: main\n", f"  - name: main\n    {field}: {value}\n") if field == "base_url" \
+        else MINIMAL.replace("name: main", f"name: {value}")
+    assert f"connections[0].{field}" in error_of(tmp_path, text)

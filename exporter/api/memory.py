@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..files import UnreadableFile, read_small_file
 from ..totp import STEP_SECONDS
 
 log = logging.getLogger("exporter.api")
@@ -122,15 +122,9 @@ class LoginMemory:
 
 def _read(path: Path) -> LoginState:
     try:
-        # Non-blocking: a FIFO in its place would otherwise hold the start until a writer came.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise StateFileError(f"{path}: not a regular file")
-            raw = file.read(_MAX_STATE_BYTES + 1)
-    except OSError as exc:
-        raise StateFileError(f"{path}: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > _MAX_STATE_BYTES:
-        raise StateFileError(f"{path}: larger than {_MAX_STATE_BYTES} bytes")
+        raw = read_small_file(path, _MAX_STATE_BYTES)
+    except UnreadableFile as exc:
+        raise StateFileError(str(exc)) from None
     try:
         data = json.loads(raw)
     except ValueError:

@@ -1,0 +1,120 @@
+"""One entry of `connections:`: the API user, its secrets, paging, TLS, cards and accounts."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+
+from ..totp import SecretDecodeError, decode_secret
+from .model import DEFAULT_BASE_URL, TOTP_SECRET_ENCODINGS, AccountConfig, ConnectionConfig
+from .reader import Reader, Yaml, amount, default, type_name
+
+_CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # matched whole: `$` lets a final line break pass
+_BASE_URL = re.compile(r"https?://[^/\s]+(/\S*)?", re.ASCII)
+_SECRET_KEYS = ("username", "password", "totp_secret")
+_CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages", "ca_file",
+                    "tls_insecure_skip_verify", "cards", "cards_holder_name_label", "accounts"} | {
+    k for s in _SECRET_KEYS for k in (s, f"{s}_file")
+}
+def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
+    data = reader.mapping(data, key, _CONNECTION_KEYS, required={"name"})
+    name = reader.string(data, "name", f"{key}.name")
+    if not _CONNECTION_NAME.fullmatch(name):
+        raise reader.error(f"{key}.name", f"{name!r} must be 1-63 letters, digits, '_', '.' or '-'")
+    base_url = reader.string(data, "base_url", f"{key}.base_url", DEFAULT_BASE_URL).rstrip("/")
+    if not _BASE_URL.fullmatch(base_url):
+        raise reader.error(f"{key}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
+    encoding = reader.string(data, "totp_secret_encoding", f"{key}.totp_secret_encoding",
+                             default(ConnectionConfig, "totp_secret_encoding"))
+    if encoding not in TOTP_SECRET_ENCODINGS:
+        raise reader.error(f"{key}.totp_secret_encoding", f"must be one of {', '.join(TOTP_SECRET_ENCODINGS)}, got {encoding!r}")
+    username, password, totp_secret = (reader.secret(data, s, key) for s in _SECRET_KEYS)
+    try:
+        decode_secret(totp_secret.reveal(), encoding)
+    except SecretDecodeError as exc:
+        raise reader.error(f"{key}.totp_secret", str(exc)) from None
+    ca_file = None
+    if "ca_file" in data:
+        ca_file = (reader.base_dir / reader.string(data, "ca_file", f"{key}.ca_file")).expanduser()
+        if not os.access(ca_file, os.R_OK):
+            raise reader.error(f"{key}.ca_file", f"cannot read {ca_file}")
+    flags = {}
+    for flag in ("tls_insecure_skip_verify", "cards", "cards_holder_name_label"):
+        flags[flag] = data.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise reader.error(f"{key}.{flag}", f"expected true or false, got {type_name(flags[flag])}")
+    if flags["cards_holder_name_label"] and not flags["cards"]:
+        raise reader.error(f"{key}.cards_holder_name_label", "needs cards: true")
+    return ConnectionConfig(
+        ca_file=ca_file,
+        **flags,
+        accounts=read_accounts(reader, data.get("accounts", {}), f"{key}.accounts"),
+        name=name,
+        base_url=base_url,
+        username=username,
+        password=password,
+        totp_secret=totp_secret,
+        totp_secret_encoding=encoding,
+        page_size=_read_page_size(reader, data, f"{key}.page_size"),
+        max_pages=reader.integer(data, "max_pages", f"{key}.max_pages", default(ConnectionConfig, "max_pages"), 1, 1_000_000),
+    )
+
+
+def _read_page_size(reader: Reader, data: Yaml, key: str) -> int | Literal["all"]:
+    value = data.get("page_size")
+    if value == "all":
+        return "all"
+    if isinstance(value, str):
+        raise reader.error(key, f"expected a whole number from 1 to 10000, or all, got {value!r}")
+    return reader.integer(data, "page_size", key, default(ConnectionConfig, "page_size"), 1, 10_000)
+
+
+MAX_ACCOUNT_NAME_LENGTH = 100
+_ACCOUNT_ID = re.compile(r"[0-9]{1,18}")
+
+
+def read_accounts(reader: Reader, data: object, key: str) -> dict[int, AccountConfig]:
+    """`accounts:` of a connection: {asset account id: AccountConfig}.
+
+    Keys are the API's ids, written as numbers or as quoted digits ("1001"), as YAML users do both.
+    """
+    if not isinstance(data, dict):
+        raise reader.error(key, f"expected a mapping of asset account id to name and floor, got {type_name(data)}")
+    result: dict[int, AccountConfig] = {}
+    for raw_id, entry in data.items():
+        account_id = _account_id(reader, raw_id, f"{key}.{raw_id}")
+        if account_id in result:
+            raise reader.error(f"{key}.{raw_id}", f"account {account_id} is listed twice")
+        result[account_id] = _read_account(reader, entry, f"{key}.{raw_id}")
+    return result
+
+
+def _account_id(reader: Reader, raw_id: object, key: str) -> int:
+    # bool is an int in Python, and YAML reads `yes:` as True: neither is an account id.
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id >= 0:
+        return raw_id
+    if isinstance(raw_id, str) and _ACCOUNT_ID.fullmatch(raw_id):
+        return int(raw_id)
+    raise reader.error(key, f"an asset account id is a whole number of zero or more, got {raw_id!r}")
+
+
+def _read_account(reader: Reader, entry: object, key: str) -> AccountConfig:
+    entry = reader.mapping(entry, key, {"name", "low_available_balance"})
+    if not entry:
+        raise reader.error(key, "set name, low_available_balance or both")
+    name = entry.get("name")
+    if name is not None:
+        # A display name goes into labels, legends and alert summaries: one printable line.
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_ACCOUNT_NAME_LENGTH:
+            raise reader.error(f"{key}.name", f"expected a name of 1-{MAX_ACCOUNT_NAME_LENGTH} characters, "
+                                              f"got {type_name(name)}")
+        if not name.isprintable():
+            raise reader.error(f"{key}.name", "must be one line of printable characters")
+    floor = None
+    if "low_available_balance" in entry:
+        floor = amount(reader, entry["low_available_balance"], f"{key}.low_available_balance")
+        # Ibanera accounts have no overdraft: a negative floor is a typo that would never alert.
+        if floor < 0:
+            raise reader.error(f"{key}.low_available_balance", f"must be zero or more, got {entry['low_available_balance']!r}")
+    return AccountConfig(name=name, low_available_balance=floor)

@@ -1,0 +1,128 @@
+"""Walking parsed YAML with the file and the key path in hand for every error."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Set
+from dataclasses import fields
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..files import UnreadableFile, read_small_text
+from .model import ConfigError, Secret
+
+Yaml = dict[str, Any]  # a mapping as yaml.safe_load made it; every value is checked before use
+_Parsed = TypeVar("_Parsed")
+# A secret is a line; a file of more than this is not the secret file that was meant.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def default(cls: type, name: str) -> Any:
+    """A field's default, so that the dataclasses are the one place defaults are written."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+class Reader:
+    """Walks the parsed YAML, knowing the file and the key path for every error."""
+
+    def __init__(self, source: str, environ: Mapping[str, str], base_dir: Path) -> None:
+        self.source = source
+        self.environ = environ
+        self.base_dir = base_dir
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def mapping(self, value: object, key: str, allowed: set[str], required: Set[str] = frozenset()) -> Yaml:
+        if not isinstance(value, dict):
+            raise self.error(key or "top level", f"expected a mapping, got {type_name(value)}")
+        for name in value:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else str(name)
+                raise self.error(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for name in sorted(required - value.keys()):
+            raise self.error(f"{key}.{name}" if key else name, "is required")
+        return value
+
+    def parsed(self, data: Yaml, name: str, key: str, default: _Parsed, parse: Callable[[object, str], _Parsed]) -> _Parsed:
+        """data[name] through `parse` (parse_duration, parse_size), or `default` when absent."""
+        if name not in data:
+            return default
+        try:
+            return parse(data[name], key)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
+    def integer(self, data: Yaml, name: str, key: str, default: int, low: int, high: int) -> int:
+        value = data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected a whole number, got {type_name(value)}")
+        if not low <= value <= high:
+            raise self.error(key, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def string(self, data: Yaml, name: str, key: str, default: str | None = None) -> str:
+        value = data.get(name, default)
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"expected a non-empty string, got {type_name(value)}")
+        return self.expand(value, key)
+
+    def expand(self, value: str, key: str) -> str:
+        """${VAR} reads the environment; $$ is a literal dollar sign."""
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            var = match.group(1)
+            if var not in self.environ:
+                raise self.error(key, f"environment variable {var} is not set")
+            return self.environ[var]
+
+        return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", substitute, value)
+
+    def secret(self, data: Yaml, name: str, key_prefix: str) -> Secret:
+        """A secret comes from `name` (literal or ${VAR}) or from `name_file`, never both."""
+        file_key = f"{name}_file"
+        if name in data and file_key in data:
+            raise self.error(f"{key_prefix}.{name}", f"set either {name} or {file_key}, not both")
+        if file_key in data:
+            path_text = self.string(data, file_key, f"{key_prefix}.{file_key}")
+            path = (self.base_dir / path_text).expanduser()
+            try:
+                value = read_small_text(path, MAX_SECRET_FILE_BYTES).rstrip("\r\n")
+            except UnreadableFile as exc:
+                raise self.error(f"{key_prefix}.{file_key}", f"cannot read {path}: {exc.reason}") from None
+            if not value:
+                raise self.error(f"{key_prefix}.{file_key}", f"{path} is empty")
+            return Secret(value)
+        if name not in data:
+            raise self.error(f"{key_prefix}.{name}", f"is required (or {file_key})")
+        value = data[name]
+        if not isinstance(value, str) or not value:
+            # Say what the type was, never the value: it may be a mistyped secret.
+            raise self.error(f"{key_prefix}.{name}", f"expected a non-empty string, got {type_name(value)}")
+        expanded = self.expand(value, f"{key_prefix}.{name}")
+        if not expanded:
+            raise self.error(f"{key_prefix}.{name}", "is empty after reading the environment")
+        return Secret(expanded)
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def amount(reader: Reader, value: object, key: str) -> Decimal:
+    """A finite number, as an exact Decimal."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise reader.error(key, f"expected a number, got {type_name(value)}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise reader.error(key, f"expected a number, got {value!r}") from None
+    if not amount.is_finite():
+        raise reader.error(key, f"expected a finite number, got {value!r}")
+    return amount

@@ -1,0 +1,43 @@
+"""Reading a small file that someone else may be editing, replacing or sabotaging.
+
+Every file the exporter reads at run time (config.yaml, secret files, the web config, the
+login state) goes through here: a FIFO in its place must not hold a reload or the start
+forever, and /dev/zero or a runaway log behind a symlink must not fill the memory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+class UnreadableFile(Exception):
+    """The file cannot be used. The message names the path and the reason, never its content."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
+def read_small_file(path: Path, max_bytes: int) -> bytes:
+    """The whole of a regular file of at most `max_bytes`, or UnreadableFile."""
+    try:
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise UnreadableFile(path, "not a regular file")
+            content = file.read(max_bytes + 1)
+    except OSError as exc:
+        raise UnreadableFile(path, exc.strerror or type(exc).__name__) from None
+    if len(content) > max_bytes:
+        raise UnreadableFile(path, f"larger than {max_bytes} bytes")
+    return content
+
+
+def read_small_text(path: Path, max_bytes: int) -> str:
+    """As read_small_file, decoded as UTF-8."""
+    try:
+        return read_small_file(path, max_bytes).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnreadableFile(path, "not UTF-8 text") from None
