@@ -11,13 +11,21 @@ import os
 import stat
 from pathlib import Path
 
+# The system's whole CA bundle is about 220 kB.
+MAX_CA_FILE_BYTES = 4 * 1024 * 1024
 
-class UnreadableFile(Exception):
-    """The file cannot be used. The message names the path and the reason, never its content."""
+
+class UnreadableFile(OSError):
+    """The file cannot be used. The message names the path and the reason, never its content.
+
+    An OSError, with the reason as its strerror, so that it is handled like any failure to
+    open a file.
+    """
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.reason = reason
+        self.strerror = reason
 
 
 def read_small_file(path: Path, max_bytes: int) -> bytes:
@@ -28,6 +36,8 @@ def read_small_file(path: Path, max_bytes: int) -> bytes:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                 raise UnreadableFile(path, "not a regular file")
             content = file.read(max_bytes + 1)
+    except UnreadableFile:
+        raise
     except OSError as exc:
         raise UnreadableFile(path, exc.strerror or type(exc).__name__) from None
     if len(content) > max_bytes:

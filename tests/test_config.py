@@ -198,3 +198,9 @@ def test_a_final_line_break_is_not_part_of_a_name_or_url(tmp_path, field, value)
     text = MINIMAL.replace("  - name: main\n", f"  - name: main\n    {field}: {value}\n") if field == "base_url" \
         else MINIMAL.replace("name: main", f"name: {value}")
     assert f"connections[0].{field}" in error_of(tmp_path, text)
+
+
+def test_a_ca_file_that_is_a_fifo_is_refused_at_once(tmp_path):
+    os.mkfifo(tmp_path / "ca.pem")
+    path = write(tmp_path, MINIMAL + "    ca_file: ca.pem\n")
+    assert "connections[0].ca_file: cannot read" in _load_within_seconds(path)

@@ -131,7 +131,8 @@ def test_ca_file_is_trusted_and_only_it(cas, tmp_path, monkeypatch, trusted, cer
     load_verify_locations(ca_file)) -> the second; `verify=False` whenever ca_file is set,
     or check_hostname=False -> the second and third."""
     for name, ca in cas.items():
-        ca.cert_pem.write_to_path(tmp_path / f"{name}.pem")
+        # Named in UTF-8 before its PEM block, as curl's CA bundle names each CA.
+        (tmp_path / f"{name}.pem").write_bytes("# Főtanúsítvány\n".encode() + ca.cert_pem.bytes())
     # The "system" store, as httpx and OpenSSL read it: a CA that does sign the API's certificate.
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / f"{system}.pem"))
     simulator = _https_simulator(cas["api"], cert_for)

@@ -21,6 +21,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from .. import __version__
 from ..config import ConnectionConfig, RetryPolicy
+from ..files import MAX_CA_FILE_BYTES, read_small_text
 from .body import ACCEPT_ENCODING, read_body
 from .counters import ClientCounters
 from .deadline import deadline, deadline_mounts, deadline_transport
@@ -234,4 +235,11 @@ def _retry_after(state: RetryCallState) -> float | None:
 def _tls_verification(connection: ConnectionConfig) -> ssl.SSLContext | bool:
     if connection.tls_insecure_skip_verify:
         return False
-    return ssl.create_default_context(cafile=str(connection.ca_file)) if connection.ca_file else True
+    if connection.ca_file is None:
+        return True
+    # Read by us, not by path: a FIFO swapped in after the config was checked must not hold
+    # up a reload, nor /dev/zero fill the memory.
+    bundle = read_small_text(connection.ca_file, MAX_CA_FILE_BYTES)
+    # cadata takes ASCII only; the lines that are not are comments (curl's bundle names its
+    # CAs in UTF-8), never part of a PEM block.
+    return ssl.create_default_context(cadata="\n".join(line for line in bundle.splitlines() if line.isascii()))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Literal
 
+from ..files import MAX_CA_FILE_BYTES, UnreadableFile, read_small_file
 from ..totp import SecretDecodeError, decode_secret
 from .model import DEFAULT_BASE_URL, TOTP_SECRET_ENCODINGS, AccountConfig, ConnectionConfig
 from .reader import Reader, Yaml, amount, default, type_name
@@ -37,8 +37,10 @@ def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
     ca_file = None
     if "ca_file" in data:
         ca_file = (reader.base_dir / reader.string(data, "ca_file", f"{key}.ca_file")).expanduser()
-        if not os.access(ca_file, os.R_OK):
-            raise reader.error(f"{key}.ca_file", f"cannot read {ca_file}")
+        try:
+            read_small_file(ca_file, MAX_CA_FILE_BYTES)
+        except UnreadableFile as exc:
+            raise reader.error(f"{key}.ca_file", f"cannot read {ca_file}: {exc.reason}") from None
     flags = {}
     for flag in ("tls_insecure_skip_verify", "cards", "cards_holder_name_label"):
         flags[flag] = data.get(flag, False)
