@@ -9,10 +9,10 @@ from conftest import account, samples
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import metrics as metrics_module
 from exporter.api.errors import POLL_FAILURE_REASONS
 from exporter.config import Config, Secret
 from exporter.metrics import Exposition
+from exporter.metrics import balances as metrics_module
 from exporter.simulator import Fault
 from exporter.web import WebContext, WebServer
 
