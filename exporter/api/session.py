@@ -14,37 +14,21 @@ by the transport).
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
 from ..config import ConnectionConfig
-from ..dialect import KeysDifferInCase, fold_keys
-from ..totp import STEP_SECONDS
 from .codes import OneTimeCodes
 from .counters import CREDENTIAL_REFUSALS, ClientCounters
 from .envelope import JsonObject
-from .errors import ApiRejected, LoginPaused, LoginRefused, LoginsStopped, MalformedResponse, Unauthorized
+from .errors import ApiRejected, LoginRefused, Unauthorized
 from .hints import login_hint
 from .memory import LoginMemory
+from .refusals import LoginGate
+from .token import Token, read_token
 from .transport import QueryParams, Request, Transport
 
 LOGIN_PATH = "/api/v1/public/auth/login"
-# What a token may look like: printable ASCII without spaces (it goes into a header as
-# it is), of a sane length. A JWT is one to two kilobytes. Matched whole (fullmatch): with
-# `$`, a token ending in a line break would pass.
-_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
-# expiresIn outside this range is not a lifetime we can plan renewals around.
-MIN_TOKEN_LIFETIME = 1.0
-MAX_TOKEN_LIFETIME = 7 * 86400.0
-# A renewal login waits for nothing: it happens at the first request that finds a fresh
-# one-time step (a login never reuses one) once the token is in its last minute (or last
-# quarter, if shorter), and until then the current token serves. The window is at least a
-# step and a margin long, so that a fresh step always begins in it while the token is good.
-_RENEW_MARGIN = 60.0
-_RENEW_WINDOW_FLOOR = STEP_SECONDS + 5.0
 # A token this close to its end is not sent: the request might arrive after it.
 _TOKEN_GUARD = 2.0
 
@@ -76,16 +60,10 @@ class Session:
         self._transport = transport
         self._codes = codes
         self._counters = counters
-        self._login_backoff = login_backoff
-        self._max_login_refusals = max_login_refusals
         self._clock = clock
-        self._token: str | None = None
-        self._token_expires_at: float | None = None
-        self._token_lifetime: float | None = None
-        self._token_renew_at = 0.0
-        self._memory = memory
-        self._logins_paused_until = memory.state.logins_paused_until
-        self._refusals_in_a_row = memory.state.refusals_in_a_row
+        self._token: Token | None = None
+        self._token_lifetime: float | None = None  # kept after the token is dropped: the check reports it
+        self._gate = LoginGate(memory, login_backoff=login_backoff, max_login_refusals=max_login_refusals, clock=clock)
         self._clock_probed = False
         # --connection.check: exactly one login request, never retried nor renewed; a token
         # that is refused or runs out is an error rather than a reason to log in again.
@@ -94,7 +72,7 @@ class Session:
 
     @property
     def token_expires_at(self) -> float | None:
-        return self._token_expires_at if self._token else None
+        return self._token.expires_at if self._token else None
 
     @property
     def token_lifetime(self) -> float | None:
@@ -103,7 +81,7 @@ class Session:
 
     @property
     def logins_paused_until(self) -> float | None:
-        return self._logins_paused_until
+        return self._gate.paused_until
 
     # -- an authorized GET ----------------------------------------------------------------
 
@@ -122,7 +100,7 @@ class Session:
     def _send_authorized(self, request: _Get) -> JsonObject:
         def build() -> Request:
             assert self._token is not None
-            headers = {"Authorization": f"Bearer {self._token}", "otp": self._codes.for_request()}
+            headers = {"Authorization": f"Bearer {self._token.value}", "otp": self._codes.for_request()}
             return Request(request.endpoint, "GET", request.path, request.params, headers=headers)
 
         envelope = self._transport.call(request.endpoint, build)
@@ -149,33 +127,21 @@ class Session:
     def _ensure_token(self) -> None:
         if not self._token_lasts():
             self._login()  # no token that will still be good: log in, waiting for a fresh step if need be
-        elif self._clock() >= self._token_renew_at and self._codes.fresh_step_available() and not self._one_login:
+        elif self._token is not None and self._clock() >= self._token.renew_at and self._codes.fresh_step_available() \
+                and not self._one_login:
             self._login()  # renewal, now that it costs no wait
 
     def _token_lasts(self) -> bool:
         """Whether the token will still be good when the next request is sent, after any wait for a fresh code."""
         sent_at = self._clock() + self._codes.request_wait()
-        return self._token_expires_at is not None and self._token is not None and (
-            sent_at < self._token_expires_at - _TOKEN_GUARD)
+        return self._token is not None and sent_at < self._token.expires_at - _TOKEN_GUARD
 
     def _login(self) -> None:
         self._token = None
         if self._one_login and self._logged_in_once:
             raise Unauthorized("the token from the one login was refused or ran out, and a second login is not tried")
-        now = self._clock()
-        if self._refusals_in_a_row >= self._max_login_refusals:
-            where = f" and delete {self._memory.path}" if self._memory.path else ""
-            raise LoginsStopped(
-                f"logins stopped after {self._refusals_in_a_row} refused logins in a row, so that the account is "
-                f"not locked: fix the credentials{where}, then restart the exporter"
-            )
-        if self._logins_paused_until is not None and self._logins_paused_until > now + self._login_backoff:
-            # Set by a clock that ran ahead (or read from a file it wrote) and has since gone
-            # back: a pause never lasts longer than login_backoff from now.
-            self._logins_paused_until = now + self._login_backoff
-            self._memory.remember_logins(self._logins_paused_until, self._refusals_in_a_row)
-        if self._logins_paused_until is not None and now < self._logins_paused_until:
-            raise LoginPaused(f"logins paused after a refused login, next attempt at {_iso(self._logins_paused_until)}")
+        self._gate.check()
+        sent_at = self._clock()
         if not self._clock_probed:
             self._probe_clock()
 
@@ -200,49 +166,19 @@ class Session:
                 # the poll fails, and the next one may log in again.
                 raise
             raise self._refused(refusal, exc) from None
-        self._logins_paused_until = None
-        self._refusals_in_a_row = 0
-        self._memory.remember_logins(None, 0)
+        self._gate.accepted()
         self._codes.new_token()
-        self._accept_token(envelope, now)
+        self._token = read_token(envelope, sent_at)
+        self._token_lifetime = self._token.lifetime
+        log.info("logged in", extra={"connection": self._connection.name, "token_expires_in": f"{self._token.lifetime:g}s"})
 
     def _refused(self, refusal: str, exc: ApiRejected) -> LoginRefused:
         self._counters.login_failure(refusal)
-        self._refusals_in_a_row += 1
-        self._logins_paused_until = self._clock() + self._login_backoff
-        self._memory.remember_logins(self._logins_paused_until, self._refusals_in_a_row)
-        if self._refusals_in_a_row >= self._max_login_refusals:
-            then = f"that is {self._refusals_in_a_row} in a row: no more logins until the exporter is restarted"
-        else:
-            then = f"no new login before {_iso(self._logins_paused_until)}"
+        then = self._gate.refused()
         # The same hint as --connection.check gives: the log line and the landing page show it.
         hint = login_hint(refusal, self._connection, self._codes.offset)
         return LoginRefused(f"login refused ({refusal}): {exc}; {then}, so that the account is not locked; {hint}",
                             refusal, hint)
-
-    def _accept_token(self, envelope: JsonObject, sent_at: float) -> None:
-        details = envelope.get("details")
-        try:  # keys in either case, like every reply
-            details = fold_keys(details) if isinstance(details, dict) else {}
-        except KeysDifferInCase as exc:
-            raise MalformedResponse(f"login: details: {exc}") from None
-        token = details.get("accesstoken")
-        lifetime = details.get("expiresin")
-        # Never put the token itself into a message: say what is wrong with it.
-        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-            raise MalformedResponse("login: details.accessToken is missing, empty, longer than 8192 characters, or "
-                                    "not printable ASCII without spaces")
-        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal)) or not (
-            MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME
-        ):
-            raise MalformedResponse("login: details.expiresIn is not a number of seconds from 1 to 604800 (7 days)")
-        seconds = float(lifetime)
-        self._token = token
-        self._token_lifetime = seconds
-        # Lifetime counts from before the request was sent: the token can only be younger.
-        self._token_expires_at = sent_at + seconds
-        self._token_renew_at = sent_at + seconds - max(min(_RENEW_MARGIN, seconds / 4), min(_RENEW_WINDOW_FLOOR, seconds))
-        log.info("logged in", extra={"connection": self._connection.name, "token_expires_in": f"{seconds:g}s"})
 
     def _probe_clock(self) -> None:
         """Learn the server's clock before the first login, from two replies to GET /.
@@ -260,6 +196,3 @@ class Session:
 def _is_otp_refusal(exc: ApiRejected) -> bool:
     return any(field.lower() == "otp" or "otp" in code.lower() for field, code in exc.errors)
 
-
-def _iso(unix_time: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_time))
