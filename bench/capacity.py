@@ -38,6 +38,9 @@ import bcrypt
 
 from exporter.simulator import SimAccount, Simulator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from rested import rested_storage
+
 SCRIPT = Path(sys.executable).parent / "ibanera-exporter"
 CLIENT_TIMEOUT = 10.0
 
@@ -126,11 +129,8 @@ def run(accounts: int, scrapers: int, seconds: float, interval: float, auth: boo
         "totp_secret": simulator.totp_secret_base32, "page_size": max(accounts, 1)}]}
     (work / "config.yaml").write_text(json.dumps(config))
     # Remembered login state from long ago: the first login need not wait for a fresh code step.
-    (work / "state").mkdir(exist_ok=True)
-    (work / "state" / "bench.state.json").write_text(
-        json.dumps({"last_code_step": 1, "logins_paused_until": None, "refusals_in_a_row": 0}))
     args = [str(SCRIPT), "--config.file", str(work / "config.yaml"), "--web.listen-address", "127.0.0.1:0",
-            "--storage.path", str(work / "state")]
+            "--storage.path", rested_storage(work / "state", "bench")]
     headers = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4"}
     if auth:
         password = "bench-password"

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the raw-socket peer the tests use
+sys.path.insert(0, str(ROOT / "tests"))  # the raw-socket peer and the rested login state the tests use
+from rested import rested_storage  # noqa: E402 - found through the line above
 
 SCRIPT = Path(sys.executable).parent / "ibanera-exporter"
 
@@ -146,15 +147,12 @@ def measure_restart(with_storage: bool, in_the_next_step: bool) -> dict[str, flo
         config.write_text(json.dumps({"poll_interval": "1s", "connections": [{
             "name": "bench", "base_url": simulator.url, "username": simulator.username,
             "password": simulator.password, "totp_secret": simulator.totp_secret_base32}]}))
-        storage = Path(work, "state")
-        storage.mkdir()
         # The first daemon starts as after a long rest, so that it logs in at once.
-        (storage / "bench.state.json").write_text(json.dumps(
-            {"last_code_step": 1, "logins_paused_until": None, "refusals_in_a_row": 0}))
+        storage = rested_storage(Path(work, "state"), "bench")
         args = [str(SCRIPT), "--config.file", str(config), "--web.listen-address", "127.0.0.1:0"]
-        first = subprocess.Popen([*args, "--storage.path", str(storage)], stderr=subprocess.DEVNULL)
+        first = subprocess.Popen([*args, "--storage.path", storage], stderr=subprocess.DEVNULL)
         if with_storage:
-            args += ["--storage.path", str(storage)]
+            args += ["--storage.path", storage]
         deadline = time.monotonic() + 100
         while simulator.logins_succeeded < 1 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -30,6 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import SimAccount, Simulator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from rested import rested_storage
+
 SCRIPT = Path(sys.executable).parent / "ibanera-exporter"
 BALANCES = ("ibanera_total_balance", "ibanera_available_balance", "ibanera_pending_balance")
 
@@ -92,8 +95,10 @@ def run(seconds: float, fault_rate: float, accounts: int, workdir: Path) -> Soak
     (workdir / "config.yaml").write_text(json.dumps(config))
     log_path = workdir / "exporter.log"
     with open(log_path, "w") as log:
+        # Remembered login state from long ago: the first login need not wait for a fresh code step.
         process = subprocess.Popen([str(SCRIPT), "--config.file", str(workdir / "config.yaml"),
-                                    "--web.listen-address", "127.0.0.1:0"], stderr=log)
+                                    "--web.listen-address", "127.0.0.1:0",
+                                    "--storage.path", rested_storage(workdir / "state", "soak")], stderr=log)
     http = httpx.Client(timeout=5)
     try:
         url = _listening_url(log_path, time.monotonic() + 15)

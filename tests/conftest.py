@@ -6,7 +6,6 @@ a background thread's timing; the CLI tests cover the threads.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from rested import rested_storage
 from scripted import ScriptedServer
 
 from exporter.api.client import IbaneraClient
@@ -30,6 +30,8 @@ from exporter.metrics import Exposition
 from exporter.poller import Poller
 from exporter.simulator import SimAccount, Simulator
 from exporter.web import WebContext, WebServer
+
+__all__ = ["rested_storage"]  # the tests import it from here
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
 
@@ -169,19 +171,6 @@ def required_tool(name: str, package: str) -> str:
 
 
 SCRIPT = str(Path(sys.executable).parent / "ibanera-exporter")
-
-
-def rested_storage(directory: Path, *connections: str) -> str:
-    """A --storage.path whose state says the last codes were sent long ago (step 1, in 1970).
-
-    With it a daemon under test logs in at once instead of waiting for the next 30 s step,
-    as a daemon without remembered state must.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in connections:
-        state = {"last_code_step": 1, "logins_paused_until": None, "refusals_in_a_row": 0}
-        (directory / f"{name}.state.json").write_text(json.dumps(state))
-    return str(directory)
 ROOT = Path(__file__).resolve().parent.parent
 
 
