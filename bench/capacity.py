@@ -167,7 +167,8 @@ def run(accounts: int, scrapers: int, seconds: float, interval: float, auth: boo
         process.wait(10)
         simulator.stop()
     latencies = sorted(latency for thread in threads for latency in thread.latencies)
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    # inclusive: the p99 of a few samples lies between them, never past the slowest (exclusive extrapolates)
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
     return Result(
         auth=auth, scrapers=scrapers, accounts=accounts, seconds=seconds, interval=interval,
         requests=len(latencies) + sum(t.failures for t in threads),
