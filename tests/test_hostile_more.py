@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from email.utils import formatdate
@@ -17,6 +18,7 @@ from scripted import Received, ScriptedServer, drip, good_login, one_account, re
 from test_hostile_api import BALANCES, _wait_for, script, scripted_poller
 
 from exporter.api.client import IbaneraClient
+from exporter.api.deadline import MAX_HUNG_LOOKUPS
 from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.poller import Poller
@@ -267,3 +269,52 @@ def test_an_https_proxy_from_the_environment_is_used_and_bounded_by_the_request_
     assert status.client.requests[("accounts_balances", "timeout")] == 2, status.accounts.last_error
     _wait_for(lambda: len(sent) == 2)
     assert len(sent) == 2 and all(n < len(body) / 2 for n in sent), sent
+
+
+# -- a DNS lookup that never ends is under the same total deadline -------------------------------
+
+def test_a_hung_dns_lookup_ends_at_the_request_timeout_and_holds_few_threads(monkeypatch):
+    real_getaddrinfo = socket.getaddrinfo
+    release = threading.Event()
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "api.hangs.invalid":
+            release.wait(30)  # a resolver that does not answer
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    connection = ConnectionConfig(name="dns", base_url="http://api.hangs.invalid", username=Secret("u"),
+                                  password=Secret("p"), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    config = Config((connection,), request_timeout=0.3, retry=RetryPolicy(2, 0.01, 0.01))
+    clock = FakeClock()
+    poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
+                                  sleep=clock.sleep), 60, threading.Event())
+    threads_before = threading.active_count()
+    try:
+        for _ in range(5):
+            started = time.monotonic()
+            poller.poll_once()  # returns: a lookup without an answer no longer holds it
+            assert time.monotonic() - started < 10
+        status = poller.status()
+        assert status.polls == 5 and not status.accounts.up
+        assert status.accounts.failures["timeout"] == 5, status.accounts.last_error
+        # Each poll's login tried twice, but only MAX_HUNG_LOOKUPS lookups ever hang at once.
+        assert threading.active_count() - threads_before <= MAX_HUNG_LOOKUPS
+    finally:
+        release.set()
+    _wait_for(lambda: threading.active_count() <= threads_before)
+    assert threading.active_count() <= threads_before
+
+
+def test_a_host_name_is_looked_up_and_each_of_its_addresses_tried():
+    """localhost is ::1 and 127.0.0.1; the simulator listens on the second only."""
+    with Simulator([account(1)]) as simulator:
+        connection = ConnectionConfig(name="named", base_url=simulator.url.replace("127.0.0.1", "localhost"),
+                                      username=Secret(simulator.username), password=Secret(simulator.password),
+                                      totp_secret=Secret(simulator.totp_secret_base32))
+        client = IbaneraClient(connection, Config((connection,), request_timeout=5), memory=LoginMemory.first_contact())
+        try:
+            assert len(client.fetch_balances().rows) == 1
+        finally:
+            client.close()

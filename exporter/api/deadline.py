@@ -7,14 +7,18 @@ as a timeout at `request_timeout`, however the bytes arrive.
 
 The deadline is per thread (each connection's poller has its own), set by `deadline()`
 around one request. It lives in an httpcore network backend, httpcore's public hook for
-socket I/O. Not covered: a DNS lookup, which the system resolver bounds on its own
-(getaddrinfo cannot be interrupted). Requests through a proxy (HTTPS_PROXY and the like)
-go through a transport with the same backend.
+socket I/O. A DNS lookup (getaddrinfo, which cannot be interrupted) runs in a thread of its
+own that the request stops waiting for at the deadline; at most MAX_HUNG_LOOKUPS of them
+at a time, so a resolver that never answers costs a few threads, not one per poll.
+Requests through a proxy (HTTPS_PROXY and the like) go through a transport with the same
+backend.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import socket
 import ssl
 import threading
 import time
@@ -26,6 +30,11 @@ import httpx
 from httpx._utils import get_environment_proxies
 
 _local = threading.local()
+# Lookups in flight at once, in the whole process. A lookup the request gave up on still
+# holds its slot until the resolver answers (it bounds itself: resolv.conf's timeout and
+# attempts), so this is also the most threads a hung resolver can hold.
+MAX_HUNG_LOOKUPS = 4
+_lookup_slots = threading.BoundedSemaphore(MAX_HUNG_LOOKUPS)
 
 
 @contextlib.contextmanager
@@ -70,11 +79,49 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._stream.get_extra_info(info)
 
 
+def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    """The addresses of `host`, looked up within the time left (an address is its own answer)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    if not _lookup_slots.acquire(timeout=_time_left(timeout, httpcore.ConnectTimeout)):
+        raise httpcore.ConnectTimeout(f"DNS lookup of {host}: {MAX_HUNG_LOOKUPS} earlier lookups have not ended")
+    answer: list[list[str] | OSError] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            answer.append(list(dict.fromkeys(str(info[4][0]) for info in infos)))
+        except OSError as exc:
+            answer.append(exc)
+        finally:
+            _lookup_slots.release()
+            done.set()
+
+    threading.Thread(target=look_up, name=f"dns {host}", daemon=True).start()
+    if not done.wait(_time_left(timeout, httpcore.ConnectTimeout)):
+        raise httpcore.ConnectTimeout(f"DNS lookup of {host} did not end within the request's deadline")
+    if isinstance(answer[0], OSError) or not answer[0]:
+        raise httpcore.ConnectError(f"DNS lookup of {host} failed")
+    return answer[0]
+
+
 class _DeadlineBackend(httpcore.SyncBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(super().connect_tcp(host, port, left, local_address, socket_options))
+        # Connected by address: the host name still serves TLS (SNI and the certificate
+        # check), which httpcore takes from the request's origin, not from here.
+        error: Exception | None = None
+        for address in _resolve(host, port, timeout):
+            left = _time_left(timeout, httpcore.ConnectTimeout)
+            try:
+                return _DeadlineStream(super().connect_tcp(address, port, left, local_address, socket_options))
+            except httpcore.ConnectError as exc:  # the next address, as socket.create_connection does
+                error = exc
+        assert error is not None
+        raise error
 
 
 def deadline_transport(verify: ssl.SSLContext | bool, proxy: str | None = None) -> httpx.HTTPTransport:
