@@ -238,6 +238,16 @@ def test_a_reply_that_echoes_a_secret_does_not_print_it(serve, echo, caplog):
     assert not poller.status().accounts.up
 
 
+def _poller_for(base_url: str, request_timeout: float) -> Poller:
+    """A poller of a host by name, two attempts per request, on a fake clock."""
+    connection = ConnectionConfig(name="named", base_url=base_url, username=Secret("u"),
+                                  password=Secret("p"), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    config = Config((connection,), request_timeout=request_timeout, retry=RetryPolicy(2, 0.01, 0.01))
+    clock = FakeClock()
+    return Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
+                                sleep=clock.sleep), 60, threading.Event())
+
+
 # -- a proxy from the environment is used, under the same total deadline -----------------------------
 
 def test_an_https_proxy_from_the_environment_is_used_and_bounded_by_the_request_timeout(serve, monkeypatch):
@@ -257,12 +267,7 @@ def test_an_https_proxy_from_the_environment_is_used_and_bounded_by_the_request_
     for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", server.url)
-    connection = ConnectionConfig(name="proxied", base_url="http://ibanera.invalid", username=Secret("u"),
-                                  password=Secret("p"), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
-    config = Config((connection,), request_timeout=0.5, retry=RetryPolicy(2, 0.01, 0.01))
-    clock = FakeClock()
-    poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
-                                  sleep=clock.sleep), 60, threading.Event())
+    poller = _poller_for("http://ibanera.invalid", request_timeout=0.5)
     poller.poll_once()
     status = poller.status()
     assert any(r.path.startswith("http://ibanera.invalid/api/v1/public/auth/login") for r in server.received)
@@ -284,12 +289,7 @@ def test_a_hung_dns_lookup_ends_at_the_request_timeout_and_holds_few_threads(mon
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    connection = ConnectionConfig(name="dns", base_url="http://api.hangs.invalid", username=Secret("u"),
-                                  password=Secret("p"), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
-    config = Config((connection,), request_timeout=0.3, retry=RetryPolicy(2, 0.01, 0.01))
-    clock = FakeClock()
-    poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
-                                  sleep=clock.sleep), 60, threading.Event())
+    poller = _poller_for("http://api.hangs.invalid", request_timeout=0.3)
     threads_before = threading.active_count()
     try:
         for _ in range(5):
