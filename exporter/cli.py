@@ -127,6 +127,9 @@ def _describe(config: Config, source: str) -> str:
             + f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
             + (f", card balances too{' with holder names' if c.cards_holder_name_label else ''}" if c.cards else "")
         )
+        for account_id, account in sorted(c.accounts.items()):
+            floor = f"floor {account.low_available_balance}" if account.low_available_balance is not None else ""
+            lines.append(f"    account {account_id}: " + ", ".join(w for w in (account.name and repr(account.name), floor) if w))
     thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))
     lines.append(f"  low available balance thresholds: {thresholds or 'none'}")
     if config.low_available_card_balance:

@@ -53,6 +53,12 @@ def test_json_logs_are_one_object_per_line():
     assert any(r["msg"] == "poll succeeded" and r["accounts"] == 7 for r in records)
 
 
+def test_config_check_lists_the_accounts_map():
+    result = run("--demo", "--config.check")
+    assert result.returncode == 0, result.stderr
+    assert "    account 1001: 'Payroll USD', floor 50000\n    account 1002: 'Suppliers EUR'\n" in result.stdout
+
+
 def test_config_check_on_the_shipped_config():
     result = run("--config.check")
     assert result.returncode == 0, result.stderr
