@@ -103,8 +103,13 @@ def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
     threading.Thread(target=look_up, name=f"dns {host}", daemon=True).start()
     if not done.wait(_time_left(timeout, httpcore.ConnectTimeout)):
         raise httpcore.ConnectTimeout(f"DNS lookup of {host} did not end within the request's deadline")
-    if isinstance(answer[0], OSError) or not answer[0]:
-        raise httpcore.ConnectError(f"DNS lookup of {host} failed")
+    if isinstance(answer[0], OSError):
+        try:  # raised while handling it, so that it stays the context: httpcore's pool re-raises `from None`
+            raise answer[0]
+        except OSError as exc:  # the hints name an unresolvable host by it
+            raise httpcore.ConnectError(f"DNS lookup of {host} failed") from exc
+    if not answer[0]:
+        raise httpcore.ConnectError(f"DNS lookup of {host} found no address")
     return answer[0]
 
 
