@@ -75,6 +75,11 @@ def _amount(row: JsonRow, field: str, notes: Notes) -> Decimal:
         raise InvalidRow(f"{field} is not a finite number")
     if len(number.as_tuple().digits) > MAX_AMOUNT_DIGITS:
         raise InvalidRow(f"{field} has more than {MAX_AMOUNT_DIGITS} digits")
+    # 1e-400 is one digit, but 400 decimal places written out: as a float it is 0 (or -0),
+    # a number the API never said. A decimal string cannot have more places than digits.
+    exponent = number.as_tuple().exponent  # an int: the number is finite
+    if isinstance(exponent, int) and -exponent > MAX_AMOUNT_DIGITS:
+        raise InvalidRow(f"{field} has more than {MAX_AMOUNT_DIGITS} decimal places")
     return number
 
 

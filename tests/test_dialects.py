@@ -133,6 +133,10 @@ def test_decimal_strings_in_the_grammar_are_exact(text, value):
     (RawJson("9" * 10_000), "a number has 10000 characters"),
     (RawJson("0." + "0" * 9_997 + "1"), "a number has 10000 characters"),
     (RawJson("1e400"), "totalBalance is not a finite number"),
+    # One digit, but far below what a float holds: it would be published as 0 (or -0).
+    (RawJson("1e-400"), "totalBalance has more than 40 decimal places"),
+    (RawJson("-1e-999999"), "totalBalance has more than 40 decimal places"),
+    (RawJson("1e-41"), "totalBalance has more than 40 decimal places"),
 ])
 def test_json_numbers_have_a_bounded_number_of_digits_too(make_stack, raw, says):
     stack = make_stack([account(1)])
