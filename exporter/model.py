@@ -129,7 +129,9 @@ def _unit(row: JsonRow, field: str, notes: Notes) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ASSET_LENGTH:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a short non-empty string")
     upper = code(_label_text(value, field))
-    notes.add((CODES, "upper case" if upper == value else "not upper case"))
+    notes.add((CODES, "upper case" if upper == value.strip(" ") else "not upper case"))
+    if value != value.strip(" "):
+        notes.add((CODES, "with spaces around"))
     return upper
 
 

@@ -191,6 +191,20 @@ def test_lower_case_codes_join_thresholds_set_in_any_case(make_stack):
     assert stack.value("ibanera_card_available_balance", connection="c0", card_id="7", currency="EUR") == 2350.05
 
 
+def test_codes_padded_with_spaces_are_the_same_code(make_stack):
+    # A code from a fixed-width column ("USD ") is USD: a label of its own would join no threshold.
+    stack = make_stack([account(1, total="50"), account(2, total="60"), account(3, total="70")],
+                       config={"low_available_balance": _thresholds({" usd": 100})["low_available_balance"]})
+    stack.simulator.update_account(1, raw=(("asset", "USD "),))
+    stack.simulator.update_account(2, raw=(("asset", " usd"),))
+    stack.poll()
+    assert {labels for (name, labels) in stack.metrics() if name == "ibanera_available_balance"} == {
+        frozenset({("connection", "c0"), ("asset_account_id", str(i)), ("asset", "USD")}) for i in (1, 2, 3)}
+    assert stack.value("ibanera_balance_low_threshold", asset="USD") == 100
+    assert "codes not upper case and upper case and with spaces around" in stack.pollers[0].client.fetch_balances(
+        ).dialect.describe()
+
+
 def _thresholds(low: dict, cards: dict | None = None) -> dict:
     config = parse_config({"connections": [{"name": "x", "username": "u", "password": "p", "totp_secret": "JBSWY3DP"}],
                            "thresholds": {"low_available_balance": low, "low_available_card_balance": cards or {}}}, "t.yaml")
