@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import account
+from scripted import envelope, reply
+from test_hostile_api import script, scripted_poller
 
 from exporter.config import ConfigError, Secret, parse_config
 from exporter.dialect import Dialect, decimal_string
@@ -227,3 +231,34 @@ def test_a_dialect_describes_itself_for_people():
     assert Dialect(frozenset({("amounts", "as strings"), ("keys", "PascalCase")})).describe() == (
         "keys PascalCase, amounts as strings")
 
+
+
+# -- paging metadata the walk cannot read is malformed, not left out ------------------------
+
+
+def _thirty_accounts_in_pages_of_ten(meta):
+    def balances(request, sock) -> None:
+        number = int(parse_qs(urlsplit(request.path).query).get("pageNumber", ["1"])[0])
+        rows = [{"id": i, "asset": "USD", "totalBalance": 1, "availableBalance": 1, "pendingBalance": 0,
+                 "bSuppressed": False} for i in range(number * 10 - 9, number * 10 + 1)]
+        reply(sock, 200, envelope(rows, pageNumber=number, **meta))
+    return balances
+
+
+@pytest.mark.parametrize("meta, says", [
+    ({"pageSize": "10", "numberOfPages": "3"}, "numberOfPages is not a whole number"),  # every number as a string
+    ({"pageSize": "10"}, "pageSize is not a whole number"),
+    ({"pageSize": 10, "numberOfPages": 3.0}, "numberOfPages is not a whole number"),
+    ({"pageSize": 10, "numberOfPages": -1}, "numberOfPages is not a whole number"),
+    ({"pageSize": 10, "numberOfPages": 0}, "numberOfPages is 0, but the page has rows"),
+])
+@pytest.mark.parametrize("page_size", [100, "all"])
+def test_paging_metadata_that_cannot_be_read_rejects_the_poll_rather_than_cutting_the_list(serve, meta, says, page_size):
+    # The server pages by 10 whatever was asked; a walk that ignored what it could not read
+    # would end at page 1 (10 rows, short of 100) and publish 10 of 30 accounts.
+    server = serve(script(_thirty_accounts_in_pages_of_ten(meta)))
+    poller = scripted_poller(server)
+    poller.client.connection = replace(poller.client.connection, page_size=page_size)
+    poller.poll_once()
+    status = poller.status().accounts
+    assert status.snapshot is None and says in status.last_error
