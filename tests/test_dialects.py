@@ -226,6 +226,13 @@ def test_two_threshold_keys_for_one_code_are_a_config_error():
         _thresholds({"USD": 1, "usd": 2})
 
 
+@pytest.mark.parametrize("amount", ["1e400", "-1e999999"])
+def test_a_threshold_beyond_float_range_is_a_config_error(amount):
+    # It would be exported as +Inf (or -Inf): every balance low, or none ever.
+    with pytest.raises(ConfigError, match=r"thresholds.low_available_balance.USD: expected a finite number"):
+        _thresholds({"USD": amount})
+
+
 def test_a_dialect_describes_itself_for_people():
     assert Dialect().describe() == "no rows to tell"
     assert Dialect(frozenset({("amounts", "as strings"), ("keys", "PascalCase")})).describe() == (
