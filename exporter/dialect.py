@@ -52,11 +52,14 @@ def fold_keys(obj: JsonRow) -> JsonRow:
 
 
 def code(text: str) -> str:
-    """An asset or currency code as exported and as thresholds are matched: ASCII upper case.
+    """An asset or currency code as exported and as thresholds are matched: ASCII upper case,
+    without the spaces around it.
 
-    Only a-z change, so that a code never changes its length or turns into another
-    script's letters (Unicode upper-casing makes 'ß' into 'SS').
+    Only a-z change, so that a code never turns into another script's letters (Unicode
+    upper-casing makes 'ß' into 'SS'). Spaces go because a code from a fixed-width column
+    arrives as "USD " and would otherwise be a label that no threshold joins.
     """
+    text = text.strip(" ")
     return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
 
 

@@ -75,6 +75,11 @@ def _amount(row: JsonRow, field: str, notes: Notes) -> Decimal:
         raise InvalidRow(f"{field} is not a finite number")
     if len(number.as_tuple().digits) > MAX_AMOUNT_DIGITS:
         raise InvalidRow(f"{field} has more than {MAX_AMOUNT_DIGITS} digits")
+    # 1e-400 is one digit, but 400 decimal places written out: as a float it is 0 (or -0),
+    # a number the API never said. A decimal string cannot have more places than digits.
+    exponent = number.as_tuple().exponent  # an int: the number is finite
+    if isinstance(exponent, int) and -exponent > MAX_AMOUNT_DIGITS:
+        raise InvalidRow(f"{field} has more than {MAX_AMOUNT_DIGITS} decimal places")
     return number
 
 
@@ -124,7 +129,9 @@ def _unit(row: JsonRow, field: str, notes: Notes) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ASSET_LENGTH:
         raise InvalidRow(f"{field} is {_describe(value)}, expected a short non-empty string")
     upper = code(_label_text(value, field))
-    notes.add((CODES, "upper case" if upper == value else "not upper case"))
+    notes.add((CODES, "upper case" if upper == value.strip(" ") else "not upper case"))
+    if value != value.strip(" "):
+        notes.add((CODES, "with spaces around"))
     return upper
 
 

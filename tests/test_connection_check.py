@@ -6,11 +6,16 @@ import json
 import os
 import subprocess
 import time
+from decimal import Decimal
 
 import pytest
 from conftest import ROOT, SCRIPT, rested_storage
 
-from exporter.config import Secret
+from exporter.api.pages import Listed
+from exporter.check import CheckResult, _accounts_rows
+from exporter.config import ConnectionConfig, Secret
+from exporter.dialect import Dialect
+from exporter.model import AccountBalance
 from exporter.simulator import BALANCES_PATH, LOGIN_PATH, Fault, SimDialect, Simulator
 
 PASSWORD = "pa55-Very-Secret-check"
@@ -144,3 +149,14 @@ def test_the_daemon_gives_the_same_hint_in_its_log_and_on_its_landing_page(make_
     logged = [r.error for r in caplog.records if r.getMessage() == "poll failed"]
     assert len(logged) == 1 and hint in logged[0] and "the clock offset: " in logged[0]
     assert hint in stack.get("/").text
+
+
+def test_the_table_never_sends_an_api_string_raw_to_the_terminal():
+    # The model refuses unprintable codes today; the table must not depend on it (an escape
+    # sequence in an asset would clear or rewrite the operator's terminal).
+    listed = Listed((AccountBalance(1, "\x1b[2J\x1b]0;pwned\x07", Decimal(1), Decimal(1), Decimal(0), False),),
+                    1, Dialect(), None)
+    rows = _accounts_rows(listed, ConnectionConfig(name="t", username=Secret("u"), password=Secret("p"),
+                                                   totp_secret=Secret("JBSWY3DP")))
+    table = CheckResult("t", tuple(rows)).table()
+    assert "\x1b" not in table and "\x07" not in table and "\\x1b[2J" in table

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import account
+from scripted import envelope, reply
+from test_hostile_api import script, scripted_poller
 
 from exporter.config import ConfigError, Secret, parse_config
 from exporter.dialect import Dialect, decimal_string
@@ -133,6 +137,10 @@ def test_decimal_strings_in_the_grammar_are_exact(text, value):
     (RawJson("9" * 10_000), "a number has 10000 characters"),
     (RawJson("0." + "0" * 9_997 + "1"), "a number has 10000 characters"),
     (RawJson("1e400"), "totalBalance is not a finite number"),
+    # One digit, but far below what a float holds: it would be published as 0 (or -0).
+    (RawJson("1e-400"), "totalBalance has more than 40 decimal places"),
+    (RawJson("-1e-999999"), "totalBalance has more than 40 decimal places"),
+    (RawJson("1e-41"), "totalBalance has more than 40 decimal places"),
 ])
 def test_json_numbers_have_a_bounded_number_of_digits_too(make_stack, raw, says):
     stack = make_stack([account(1)])
@@ -187,6 +195,20 @@ def test_lower_case_codes_join_thresholds_set_in_any_case(make_stack):
     assert stack.value("ibanera_card_available_balance", connection="c0", card_id="7", currency="EUR") == 2350.05
 
 
+def test_codes_padded_with_spaces_are_the_same_code(make_stack):
+    # A code from a fixed-width column ("USD ") is USD: a label of its own would join no threshold.
+    stack = make_stack([account(1, total="50"), account(2, total="60"), account(3, total="70")],
+                       config={"low_available_balance": _thresholds({" usd": 100})["low_available_balance"]})
+    stack.simulator.update_account(1, raw=(("asset", "USD "),))
+    stack.simulator.update_account(2, raw=(("asset", " usd"),))
+    stack.poll()
+    assert {labels for (name, labels) in stack.metrics() if name == "ibanera_available_balance"} == {
+        frozenset({("connection", "c0"), ("asset_account_id", str(i)), ("asset", "USD")}) for i in (1, 2, 3)}
+    assert stack.value("ibanera_balance_low_threshold", asset="USD") == 100
+    assert "codes not upper case and upper case and with spaces around" in stack.pollers[0].client.fetch_balances(
+        ).dialect.describe()
+
+
 def _thresholds(low: dict, cards: dict | None = None) -> dict:
     config = parse_config({"connections": [{"name": "x", "username": "u", "password": "p", "totp_secret": "JBSWY3DP"}],
                            "thresholds": {"low_available_balance": low, "low_available_card_balance": cards or {}}}, "t.yaml")
@@ -204,8 +226,46 @@ def test_two_threshold_keys_for_one_code_are_a_config_error():
         _thresholds({"USD": 1, "usd": 2})
 
 
+@pytest.mark.parametrize("amount", ["1e400", "-1e999999"])
+def test_a_threshold_beyond_float_range_is_a_config_error(amount):
+    # It would be exported as +Inf (or -Inf): every balance low, or none ever.
+    with pytest.raises(ConfigError, match=r"thresholds.low_available_balance.USD: expected a finite number"):
+        _thresholds({"USD": amount})
+
+
 def test_a_dialect_describes_itself_for_people():
     assert Dialect().describe() == "no rows to tell"
     assert Dialect(frozenset({("amounts", "as strings"), ("keys", "PascalCase")})).describe() == (
         "keys PascalCase, amounts as strings")
 
+
+
+# -- paging metadata the walk cannot read is malformed, not left out ------------------------
+
+
+def _thirty_accounts_in_pages_of_ten(meta):
+    def balances(request, sock) -> None:
+        number = int(parse_qs(urlsplit(request.path).query).get("pageNumber", ["1"])[0])
+        rows = [{"id": i, "asset": "USD", "totalBalance": 1, "availableBalance": 1, "pendingBalance": 0,
+                 "bSuppressed": False} for i in range(number * 10 - 9, number * 10 + 1)]
+        reply(sock, 200, envelope(rows, pageNumber=number, **meta))
+    return balances
+
+
+@pytest.mark.parametrize("meta, says", [
+    ({"pageSize": "10", "numberOfPages": "3"}, "numberOfPages is not a whole number"),  # every number as a string
+    ({"pageSize": "10"}, "pageSize is not a whole number"),
+    ({"pageSize": 10, "numberOfPages": 3.0}, "numberOfPages is not a whole number"),
+    ({"pageSize": 10, "numberOfPages": -1}, "numberOfPages is not a whole number"),
+    ({"pageSize": 10, "numberOfPages": 0}, "numberOfPages is 0, but the page has rows"),
+])
+@pytest.mark.parametrize("page_size", [100, "all"])
+def test_paging_metadata_that_cannot_be_read_rejects_the_poll_rather_than_cutting_the_list(serve, meta, says, page_size):
+    # The server pages by 10 whatever was asked; a walk that ignored what it could not read
+    # would end at page 1 (10 rows, short of 100) and publish 10 of 30 accounts.
+    server = serve(script(_thirty_accounts_in_pages_of_ten(meta)))
+    poller = scripted_poller(server)
+    poller.client.connection = replace(poller.client.connection, page_size=page_size)
+    poller.poll_once()
+    status = poller.status().accounts
+    assert status.snapshot is None and says in status.last_error

@@ -173,13 +173,27 @@ def read_page(envelope: JsonObject, page: int, parse_row: Callable[[object, Note
             parsed.append(parse_row(row, notes))
         except InvalidRow as exc:
             raise MalformedResponse(f"page {page}: {exc}") from None
-    number_of_pages = envelope.get("numberofpages")
-    served_size = envelope.get("pagesize")
-    return Page(
-        rows=tuple(parsed),
-        number_of_pages=number_of_pages if isinstance(number_of_pages, int) and is_int(number_of_pages) else None,
-        served_size=served_size if isinstance(served_size, int) and is_int(served_size) and served_size > 0 else None,
-    )
+    number_of_pages = _paging(envelope, "numberofpages", "numberOfPages", page)
+    served_size = _paging(envelope, "pagesize", "pageSize", page)
+    if number_of_pages == 0 and parsed:
+        raise MalformedResponse(f"page {page}: numberOfPages is 0, but the page has rows")
+    return Page(rows=tuple(parsed), number_of_pages=number_of_pages,
+                served_size=served_size if served_size else None)
+
+
+def _paging(envelope: JsonObject, key: str, name: str, page: int) -> int | None:
+    """A page count or size; None when the reply leaves it out.
+
+    One that is there but unreadable ("3", 3.0, -1) is malformed rather than left out: the
+    walk would then end at the first page that looks short, and the accounts after it
+    would vanish from a list that looks whole.
+    """
+    value = envelope.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or not is_int(value) or value < 0:
+        raise MalformedResponse(f"page {page}: {name} is not a whole number from 0")
+    return value
 
 
 def is_int(value: object) -> bool:

@@ -123,6 +123,7 @@ def amount(reader: Reader, value: object, key: str) -> Decimal:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise reader.error(key, f"expected a number, got {value!r}") from None
-    if not amount.is_finite():
+    # "1e400" is a finite Decimal but +Inf as the float it is exported as: every balance would be low.
+    if not amount.is_finite() or amount.adjusted() > 307:
         raise reader.error(key, f"expected a finite number, got {value!r}")
     return amount
