@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import selectors
 import socket
 import ssl
@@ -33,6 +34,9 @@ log = logging.getLogger("exporter.httpserver")
 
 # Methods that exist: answered 405 where they do not apply. Anything else is 501.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+# Control characters other than HTAB, a bare CR above all: a proxy in front may end a line
+# at it where this server would not (RFC 9112 2.2), and so frame the request differently.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ACCEPT_RETRY_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN, errno.EPERM}
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -100,6 +104,11 @@ class BadRequest(Exception):
 
 class _Closed(Exception):
     """The client went away, or its time ran out, before a request was complete."""
+
+
+def _strip_line_end(line: bytes) -> bytes:
+    """The line without its one CRLF or LF: any other CR is left for _CONTROL to refuse."""
+    return line[:-2] if line.endswith(b"\r\n") else line[:-1]
 
 
 def _is_token(text: bytes) -> bool:
@@ -366,7 +375,10 @@ class HTTPServer:
                 break
             line = reader.read_line(deadline, budget)
         budget -= len(line)
-        parts = line.rstrip(b"\r\n").split(b" ")
+        line = _strip_line_end(line)
+        if _CONTROL.search(line):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "control character in the request line")
+        parts = line.split(b" ")
         if len(parts) != 3 or not _is_token(parts[0]) or not parts[1] or not parts[2].startswith(b"HTTP/"):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "not an HTTP/1.x request line")  # garbage and HTTP/0.9
         method, target, version = (part.decode("ascii", "replace") for part in parts)
@@ -379,13 +391,15 @@ class HTTPServer:
             budget -= len(line)
             if budget <= 0:
                 raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request line and headers too large")
-            line = line.rstrip(b"\r\n")
+            line = _strip_line_end(line)
             if not line:
                 break
             count += 1
+            if count > limits.max_headers:
+                raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header lines")
             name, colon, value = line.partition(b":")
-            # No folded lines, no space before the colon: both are request-smuggling tools.
-            if not colon or not _is_token(name) or count > limits.max_headers:
+            # No folded lines, no space before the colon, no bare CR: all request-smuggling tools.
+            if not colon or not _is_token(name) or _CONTROL.search(value):
                 raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed header line")
             key = name.decode("ascii").lower()
             text = value.strip(b" \t").decode("latin-1")
@@ -402,12 +416,14 @@ class HTTPServer:
             return True  # not read: never parsed as the next request, because the connection closes
         if length_text is None:
             return False
-        if not length_text.isdigit() or len({v.strip() for v in length_text.split(",")}) != 1:
+        # ASCII digits only: str.isdigit() also takes "¹", which int() then refuses.
+        if not (length_text.isascii() and length_text.isdigit()):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-        length = int(length_text)
-        if length > self._limits.max_discarded_body:
+        limit = self._limits.max_discarded_body
+        # Compared by its digits first: int() refuses more than 4300 of them.
+        if len(length_text.lstrip("0")) > len(str(limit)) or int(length_text) > limit:
             return True
-        reader.discard(length, deadline)
+        reader.discard(int(length_text), deadline)
         return False
 
     def _send(self, sock: socket.socket, response: Response, keep_alive: bool) -> None:

@@ -236,6 +236,7 @@ def test_a_body_on_get_is_discarded_not_parsed_as_the_next_request(server):
 @pytest.mark.parametrize("framing", [
     b"Transfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
     b"Content-Length: 1000000\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"Content-Length: " + b"9" * 5000 + b"\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",  # past int()'s 4300 digits
 ])
 def test_a_body_that_is_not_read_closes_the_connection(server, framing):
     with connect(server) as sock:
@@ -262,6 +263,13 @@ def test_http_1_0_gets_a_close(server):
     (b"GET /metrics HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),  # obsolete line folding
     (b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    (b"GET /metrics HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+    # A bare CR ends the line for some proxies: the Content-Length behind it would frame a body they forward.
+    (b"GET /metrics HTTP/1.1\r\nX-A: 1\rContent-Length: 5\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
+    (b"GET /met\x00rics HTTP/1.1\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nContent-Length: \xb9\r\n\r\n", 400),  # '\xb9' is a digit to str.isdigit()
 ])
 def test_garbage_gets_an_error_and_a_close(server, request_bytes, code):
     with connect(server) as sock:
