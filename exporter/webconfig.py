@@ -166,6 +166,10 @@ def _headers(value: object, source: str) -> dict[str, str]:
             raise WebConfigError(f"{source}: {key}: not an allowed header ({', '.join(ALLOWED_HEADERS)})")
         if not isinstance(text, str):
             raise WebConfigError(f"{source}: {key}: expected a string")
+        # Sent as it is in every response: a CR or LF would start a header of its own, and a
+        # character outside Latin-1 (a pasted typographic quote) could not be sent at all.
+        if not all(" " <= char <= "~" or char == "\t" for char in text):
+            raise WebConfigError(f"{source}: {key}: expected printable ASCII, without line breaks")
         allowed = ALLOWED_HEADERS[name]
         if text and allowed and text.lower() not in allowed:
             raise WebConfigError(f"{source}: {key}: expected one of {', '.join(allowed)}, got {text!r}")

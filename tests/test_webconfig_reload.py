@@ -134,3 +134,18 @@ def test_a_refused_change_is_read_again_when_its_certificates_are_complete(web, 
             assert time.monotonic() < deadline, "the completed pair was never loaded"
             time.sleep(0.1)
     assert logged(caplog).count("web config not reloaded") == 1  # the retries repeat nothing already said
+
+
+@pytest.mark.parametrize("value", ["default-src \u2019self\u2019", "none\r\nSet-Cookie: session=1"])
+def test_a_header_value_that_cannot_be_sent_as_it_is_is_refused_and_requests_are_still_answered(web, certs, caplog,
+                                                                                               value):
+    # A typographic quote cannot be encoded into a response head (every request, /-/healthy
+    # included, lost its connection); a line break would add a header of its own.
+    server = web(AUTH)
+    replace_atomically(certs / "web.yml", yaml.safe_dump({**AUTH, "http_server_config": {
+        "headers": {"Content-Security-Policy": value}}}, allow_unicode=True))
+    for path in ("/-/healthy", "/metrics"):
+        response = httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
+        assert response.status_code == 200
+        assert "content-security-policy" not in response.headers and "set-cookie" not in response.headers
+    assert "Content-Security-Policy: expected printable ASCII" in logged(caplog)
