@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from .dialect import code
+from .files import MAX_CONFIG_CHARS, MAX_SECRET_CHARS, read_text
 from .totp import SecretDecodeError, decode_secret
 
 DEFAULT_BASE_URL = "https://public-api.ibanera.com"
@@ -227,7 +228,7 @@ class _Reader:
             path_text = self.string(data, file_key, f"{key_prefix}.{file_key}")
             path = (self.base_dir / path_text).expanduser()
             try:
-                value = path.read_text(encoding="utf-8").rstrip("\r\n")
+                value = read_text(path, MAX_SECRET_CHARS).rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8 text"
                 raise self.error(f"{key_prefix}.{file_key}", f"cannot read {path}: {reason}") from None
@@ -440,7 +441,7 @@ def parse_config(data: object, source: str, environ: Mapping[str, str] | None = 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, MAX_CONFIG_CHARS)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

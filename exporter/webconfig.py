@@ -26,6 +26,8 @@ from typing import Any
 import bcrypt
 import yaml
 
+from .files import MAX_CONFIG_CHARS, read_text
+
 log = logging.getLogger("exporter.webconfig")
 
 CLIENT_AUTH_TYPES = {
@@ -221,7 +223,7 @@ class LoadedWebConfig:
 def load_web_config(path: str | Path) -> LoadedWebConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path, MAX_CONFIG_CHARS))
     except OSError as exc:
         raise WebConfigError(f"{path}: cannot read the web config file: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -186,6 +188,40 @@ def test_an_empty_or_truncated_file_is_refused(setup, simulator):
         path.write_text(text)
         assert exporter.reload().status_code == 500
         assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0}
+
+
+@pytest.mark.parametrize("target, file, reason", [
+    ("fifo", "config.yaml", "not a regular file"),  # read_text would wait for a writer: the reload, forever
+    ("fifo", "password", "not a regular file"),
+    ("/dev/zero", "config.yaml", "not a regular file"),  # read until memory runs out
+    ("huge", "config.yaml", "larger than"),
+    ("dir", "config.yaml", "Is a directory"),
+])
+def test_a_config_or_secret_file_replaced_by_a_fifo_a_device_or_a_huge_file_is_refused_at_once(
+        setup, simulator, tmp_path, target, file, reason):
+    exporter, path = setup()
+    saved = (tmp_path / file).read_text()
+    replaced = tmp_path / file
+    replaced.unlink()
+    if target == "fifo":
+        os.mkfifo(replaced)
+    elif target == "huge":
+        replaced.write_text(saved + "#" * (5 * 1024 * 1024))
+    elif target == "dir":
+        replaced.mkdir()
+    else:
+        replaced.symlink_to(target)
+    try:
+        response = exporter.reload(timeout=PATIENCE)
+        assert response.status_code == 500 and reason in response.text
+        assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0} and simulator.logins_succeeded == 2
+    finally:
+        if target == "fifo":  # a reader still blocked on it (without the fix) is let go
+            with contextlib.suppress(OSError):
+                os.close(os.open(replaced, os.O_WRONLY | os.O_NONBLOCK))
+    (replaced.rmdir if target == "dir" else replaced.unlink)()
+    replaced.write_text(saved)
+    assert exporter.reload().status_code == 200
 
 
 def test_reload_takes_post_only_and_the_same_auth_as_metrics(setup, tmp_path):
