@@ -199,7 +199,7 @@ def test_an_empty_or_truncated_file_is_refused(setup, simulator):
 ])
 def test_a_config_or_secret_file_replaced_by_a_fifo_a_device_or_a_huge_file_is_refused_at_once(
         setup, simulator, tmp_path, target, file, reason):
-    exporter, path = setup()
+    exporter, _ = setup()
     saved = (tmp_path / file).read_text()
     replaced = tmp_path / file
     replaced.unlink()
