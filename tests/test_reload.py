@@ -18,12 +18,14 @@ from conftest import Running, account, rested_storage, samples
 from test_security import HASH, PASSWORD
 
 from exporter.api.client import IbaneraClient
+from exporter.api.errors import Cancelled
 from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConnectionConfig, load_config
 from exporter.fleet import Fleet
 from exporter.metrics import Exposition
 from exporter.reload import Reloader
-from exporter.simulator import Simulator
+from exporter.simulator import Fault, Simulator
+from exporter.simulator.facade import BALANCES_PATH
 from exporter.totp import STEP_SECONDS
 from exporter.web import WebContext, WebServer
 from exporter.webconfig import WebConfigWatcher
@@ -266,3 +268,38 @@ def test_sighup_reloads_and_never_exits_sigterm_still_does(tmp_path, simulator):
     assert "config reloaded" in log and "config not reloaded" in log and "not valid YAML" in log
     assert simulator.logins_succeeded == 1  # every reload kept the connection and its token
     assert simulator.password not in log
+
+
+def test_a_stopped_client_sends_no_further_request(tmp_path, simulator):
+    """A reload hands a changed connection's API user to a new client, which waits for the next
+    one-time-code step: the old client's abandoned poll must not go on to its next page (or to a
+    login) with a code of that step when its request in flight comes back."""
+    (tmp_path / "password").write_text(simulator.password)
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(simulator, names=("a",), connection_a={"page_size": 1}))  # two accounts: two pages
+    config = load_config(path)
+    stop = threading.Event()
+    client = fresh_simulator_client(config.connections[0], config, stop)
+    client.fetch_balances()
+    asked = simulator.requests[BALANCES_PATH]
+    simulator.inject(Fault("delay", "balances", delay=1.0))
+    outcome: list[BaseException | None] = []
+
+    def poll() -> None:
+        try:
+            client.fetch_balances()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    deadline = time.monotonic() + PATIENCE
+    while simulator.requests[BALANCES_PATH] == asked:  # page 1 is in flight, in its delay
+        assert time.monotonic() < deadline, "page 1 never asked for"
+        time.sleep(0.01)
+    stop.set()
+    thread.join(PATIENCE)
+    client.close()
+    assert isinstance(outcome[0], Cancelled)
+    assert simulator.requests[BALANCES_PATH] == asked + 1 and simulator.logins_succeeded == 1

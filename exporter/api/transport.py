@@ -120,6 +120,13 @@ class Transport:
         if self._stop_event.wait(seconds):
             raise Cancelled()
 
+    def _raise_if_stopped(self) -> None:
+        # A stopped client's API user may already be a new client's (a reload restarted the
+        # connection), which alone may use the next one-time-code step: once a request in
+        # flight comes back, an abandoned poll sends no next page, and no login.
+        if self._stop_event.is_set():
+            raise Cancelled()
+
     def _on_retry(self, endpoint: str, state: RetryCallState) -> None:
         self._counters.retry(endpoint)
         error = state.outcome.exception() if state.outcome else None
@@ -144,6 +151,7 @@ class Transport:
         error's text quotes the reply (messageCodes, Content-Type): whatever of the request's
         secrets a reply echoes there is blanked out before anyone can log or show it.
         """
+        self._raise_if_stopped()
         try:
             return self._send(request)
         except ApiError as exc:
@@ -182,6 +190,7 @@ class Transport:
 
     def probe(self) -> str | None:
         """GET / without credentials: the Date header of whatever answers, or None."""
+        self._raise_if_stopped()
         code = "error"
         try:
             with deadline(self._request_timeout), self._http.stream("GET", "/") as response:
