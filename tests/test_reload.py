@@ -163,6 +163,20 @@ def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator
     assert simulator.logins_succeeded == 3
 
 
+def test_a_changed_connection_does_not_start_before_the_next_code_step(setup, simulator):
+    # A clock just past a step: the restarted connection must wait some 32 s for the next one.
+    # Within the second and a half looked at here it must not even read the server's clock
+    # (GET /, the first thing a new client does), let alone log in with this step's code.
+    exporter, path = setup(clock=lambda: 1000 * STEP_SECONDS + 1)
+    probes = simulator.requests["/"]
+    path.write_text(config_text(simulator, connection_b={"page_size": 1}))
+    assert exporter.reload().status_code == 200
+    window = time.monotonic() + 1.5
+    while time.monotonic() < window:
+        assert simulator.requests["/"] == probes and simulator.logins_succeeded == 2, "b started at once"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("overrides, key", [
     ({"poll_interval": "soon"}, "poll_interval"),
     ({"connection_b": {"password_file": "missing"}}, "connections[1].password_file"),
