@@ -25,7 +25,8 @@ import yaml
 from conftest import Running, account, connection_for, rested_storage
 
 from exporter.config import Config
-from exporter.httpserver import HTTPServer, Request, Response, ServerLimits
+from exporter.http11 import Request, Response, ServerLimits
+from exporter.httpserver import HTTPServer
 from exporter.metrics import Exposition
 from exporter.simulator import Simulator
 from exporter.web import WebContext, WebServer, gzip_accepted
