@@ -29,7 +29,8 @@ from .config import (
     parse_duration,
 )
 from .fleet import ClientFactory, Fleet
-from .httpserver import DEFAULT_LIMITS, ServerLimits
+from .http11 import ServerLimits
+from .httpserver import DEFAULT_LIMITS
 from .logs import FORMATS, LEVELS, setup_logging
 from .metrics import Exposition
 from .reload import Reloader

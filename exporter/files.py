@@ -51,3 +51,13 @@ def read_small_text(path: Path, max_bytes: int) -> str:
         return read_small_file(path, max_bytes).decode("utf-8")
     except UnicodeDecodeError:
         raise UnreadableFile(path, "not UTF-8 text") from None
+
+
+def read_pem_bundle(path: Path) -> str:
+    """A PEM file of CA certificates as ssl's `cadata` takes it: ASCII only.
+
+    The lines that are not ASCII are comments (curl's bundle names its CAs in UTF-8), never
+    part of a PEM block.
+    """
+    bundle = read_small_text(path, MAX_CA_FILE_BYTES)
+    return "\n".join(line for line in bundle.splitlines() if line.isascii())

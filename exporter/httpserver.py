@@ -24,59 +24,30 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from http import HTTPStatus
+
+from .http11 import (
+    BadRequest,
+    Closed,
+    Reader,
+    Request,
+    Response,
+    ServerLimits,
+    keeps_alive,
+    read_request,
+    response_head,
+)
 
 log = logging.getLogger("exporter.httpserver")
 
-# Methods that exist: answered 405 where they do not apply. Anything else is 501.
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ACCEPT_RETRY_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN, errno.EPERM}
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause of accept() while out of descriptors
 _STOP_CHECK_SECONDS = 0.2  # how often the accept loop looks at the stop flag
 _LIMIT_WARNING_INTERVAL = 60.0
 _SEND_CHUNK = 256 * 1024
-_RECV_CHUNK = 16 * 1024  # with max_header_bytes, what one connection's read buffer can hold
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one client may take. The first three are flags; the rest are fixed (see README)."""
-
-    max_connections: int = 512  # open client connections, one thread each
-    read_header_timeout: float = 10.0  # TLS handshake + request line + headers, in total
-    idle_timeout: float = 120.0  # a keep-alive connection between two requests
-    write_timeout: float = 60.0  # writing one response, in total
-    backlog: int = 1024  # the kernel caps it at net.core.somaxconn
-    max_header_bytes: int = 16 * 1024  # request line and headers together
-    max_headers: int = 100
-    max_discarded_body: int = 64 * 1024  # a body on GET is read and dropped up to this size
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    target: str
-    version: str  # "HTTP/1.1" or "HTTP/1.0"
-    headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
-    client: str
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    # Sent one after the other: a large shared part (the cached balances) is never copied.
-    body: tuple[bytes, ...] = ()
-    headers: tuple[tuple[str, str], ...] = ()  # Content-Length and Connection are added by the server
-    close: bool = False  # close the connection after this response
-
-    @property
-    def length(self) -> int:
-        return sum(len(part) for part in self.body)
 
 
 @dataclass(frozen=True)
@@ -90,70 +61,10 @@ class TLSSettings:
 Handler = Callable[[Request], Response]
 
 
-class BadRequest(Exception):
-    """The request cannot be answered normally: answered with `status` and the connection closed."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class _Closed(Exception):
-    """The client went away, or its time ran out, before a request was complete."""
-
-
-def _is_token(text: bytes) -> bool:
-    return bool(text) and all(byte in _TOKEN_CHARS for byte in text)
-
-
 def _peer_sans_allowed(tls_socket: ssl.SSLSocket, allowed: tuple[str, ...]) -> bool:
     certificate = tls_socket.getpeercert() or {}
     names = {str(entry[1]) for entry in certificate.get("subjectAltName", ())}
     return not names.isdisjoint(allowed)
-
-
-class _Reader:
-    """Buffered reads from a socket, each bounded by a deadline (monotonic seconds)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._buffer = bytearray()
-
-    def wait_for_data(self, deadline: float) -> None:
-        if not self._buffer:
-            self._fill(deadline)
-
-    def read_line(self, deadline: float, limit: int) -> bytes:
-        while True:
-            end = self._buffer.find(b"\n")
-            if 0 <= end < limit:
-                line = bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
-                return line
-            if end >= limit or len(self._buffer) >= limit:
-                raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request line and headers too large")
-            self._fill(deadline)
-
-    def discard(self, size: int, deadline: float) -> None:
-        while size > 0:
-            if not self._buffer:
-                self._fill(deadline)
-            taken = min(size, len(self._buffer))
-            del self._buffer[:taken]
-            size -= taken
-
-    def _fill(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Closed("deadline passed")
-        self._sock.settimeout(remaining)
-        try:
-            data = self._sock.recv(_RECV_CHUNK)
-        except (OSError, ssl.SSLError) as exc:  # a timeout is an OSError too
-            raise _Closed(str(exc)) from None
-        if not data:
-            raise _Closed("closed by the client")
-        self._buffer += data
 
 
 @dataclass
@@ -295,7 +206,7 @@ class HTTPServer:
             tls = self._tls()
             if tls is not None:
                 sock = self._handshake(connection, tls, deadline)
-            reader = _Reader(sock)
+            reader = Reader(sock)
             first_byte_by = deadline
             while True:
                 reader.wait_for_data(first_byte_by)
@@ -308,7 +219,7 @@ class HTTPServer:
                 self._set_idle(connection, True)
                 first_byte_by = time.monotonic() + self._limits.idle_timeout
                 deadline = float("inf")
-        except _Closed as exc:
+        except Closed as exc:
             log.debug("connection closed", extra={"client": connection.client, "reason": str(exc)})
         except (OSError, ssl.SSLError) as exc:
             log.debug("connection failed", extra={"client": connection.client, "error": str(exc)})
@@ -324,12 +235,12 @@ class HTTPServer:
         try:
             tls_socket = tls.context.wrap_socket(connection.sock, server_side=True)
         except (OSError, ssl.SSLError) as exc:
-            raise _Closed(f"tls handshake failed: {exc}") from None
+            raise Closed(f"tls handshake failed: {exc}") from None
         connection.sock = tls_socket
         if tls.allowed_sans and not _peer_sans_allowed(tls_socket, tls.allowed_sans):
             log.warning("client certificate refused: none of client_allowed_sans", extra={"client": connection.client})
             tls_socket.close()
-            raise _Closed("client certificate not in client_allowed_sans")
+            raise Closed("client certificate not in client_allowed_sans")
         return tls_socket
 
     def _set_idle(self, connection: _Connection, idle: bool) -> None:
@@ -337,16 +248,15 @@ class HTTPServer:
             connection.idle = idle
             connection.since = time.monotonic()
 
-    def _answer(self, reader: _Reader, connection: _Connection, deadline: float) -> tuple[Response, bool]:
+    def _answer(self, reader: Reader, connection: _Connection, deadline: float) -> tuple[Response, bool]:
         """Reads one request and runs the handler: (response, whether to keep the connection)."""
         client = connection.client
         try:
-            request, body_left_unread = self._read_request(reader, client, deadline)
+            request, body_left_unread = read_request(reader, self._limits, client, deadline)
         except BadRequest as exc:
             return Response(exc.status, (f"{exc.status.phrase}: {exc}\n".encode(),)), False
         self._set_idle(connection, False)
-        keep_alive = (request.version == "HTTP/1.1" and not body_left_unread
-                      and "close" not in _tokens(request.headers.get("connection", "")))
+        keep_alive = keeps_alive(request) and not body_left_unread
         try:
             response = self._handler(request)
         except Exception:  # a bug in a handler: one 500, not a dead connection thread
@@ -357,69 +267,8 @@ class HTTPServer:
                                 response.close)
         return response, keep_alive and not response.close
 
-    def _read_request(self, reader: _Reader, client: str, deadline: float) -> tuple[Request, bool]:
-        limits = self._limits
-        budget = limits.max_header_bytes
-        line = reader.read_line(deadline, budget)
-        for _ in range(4):  # RFC 9112 2.2: empty lines before a request line are ignored
-            if line not in (b"\r\n", b"\n"):
-                break
-            line = reader.read_line(deadline, budget)
-        budget -= len(line)
-        parts = line.rstrip(b"\r\n").split(b" ")
-        if len(parts) != 3 or not _is_token(parts[0]) or not parts[1] or not parts[2].startswith(b"HTTP/"):
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "not an HTTP/1.x request line")  # garbage and HTTP/0.9
-        method, target, version = (part.decode("ascii", "replace") for part in parts)
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise BadRequest(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1")
-        headers: dict[str, str] = {}
-        count = 0
-        while True:
-            line = reader.read_line(deadline, max(budget, 1))
-            budget -= len(line)
-            if budget <= 0:
-                raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request line and headers too large")
-            line = line.rstrip(b"\r\n")
-            if not line:
-                break
-            count += 1
-            name, colon, value = line.partition(b":")
-            # No folded lines, no space before the colon: both are request-smuggling tools.
-            if not colon or not _is_token(name) or count > limits.max_headers:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed header line")
-            key = name.decode("ascii").lower()
-            text = value.strip(b" \t").decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        request = Request(method, target, version, headers, client)
-        return request, self._skip_body(reader, headers, deadline)
-
-    def _skip_body(self, reader: _Reader, headers: Mapping[str, str], deadline: float) -> bool:
-        """Reads and drops a request body; True when it could not be, and the connection must close."""
-        length_text = headers.get("content-length")
-        if "transfer-encoding" in headers:
-            if length_text is not None:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, "both Content-Length and Transfer-Encoding")
-            return True  # not read: never parsed as the next request, because the connection closes
-        if length_text is None:
-            return False
-        if not length_text.isdigit() or len({v.strip() for v in length_text.split(",")}) != 1:
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-        length = int(length_text)
-        if length > self._limits.max_discarded_body:
-            return True
-        reader.discard(length, deadline)
-        return False
-
     def _send(self, sock: socket.socket, response: Response, keep_alive: bool) -> None:
-        status = HTTPStatus(response.status)
-        lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Date: {formatdate(usegmt=True)}"]
-        if self._server_header:
-            lines.append(f"Server: {self._server_header}")
-        lines += [f"{name}: {value}" for name, value in response.headers]
-        if not any(name == "Content-Length" for name, _ in response.headers):
-            lines.append(f"Content-Length: {response.length}")
-        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = response_head(response, keep_alive, self._server_header)
         deadline = time.monotonic() + self._limits.write_timeout
         if response.length < _SEND_CHUNK:  # one write: with TCP_NODELAY, several small ones would be several packets
             _send_all(sock, b"".join((head, *response.body)), deadline)
@@ -428,16 +277,12 @@ class HTTPServer:
                 _send_all(sock, part, deadline)
 
 
-def _tokens(header: str) -> set[str]:
-    return {part.strip().lower() for part in header.split(",")}
-
-
 def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
     view = memoryview(data)
     while view:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _Closed("write deadline passed")
+            raise Closed("write deadline passed")
         sock.settimeout(remaining)
         sent = sock.send(view[:_SEND_CHUNK])
         view = view[sent:]

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from prometheus_client.exposition import choose_encoder
 
 from .config import ConfigError
-from .httpserver import DEFAULT_LIMITS, KNOWN_METHODS, HTTPServer, Request, Response, ServerLimits, TLSSettings
+from .http11 import KNOWN_METHODS, Request, Response, ServerLimits
+from .httpserver import DEFAULT_LIMITS, HTTPServer, TLSSettings
 from .metrics import Exposition
 from .poller import ConnectionStatus
 from .webconfig import BasicAuth, WebConfig, WebConfigWatcher

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -26,6 +27,8 @@ from typing import Any
 import bcrypt
 import yaml
 
+from .files import MAX_CA_FILE_BYTES, read_pem_bundle, read_small_file, read_small_text
+
 log = logging.getLogger("exporter.webconfig")
 
 CLIENT_AUTH_TYPES = {
@@ -34,6 +37,12 @@ CLIENT_AUTH_TYPES = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 UNSUPPORTED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
+# Far more than any real web config (a thousand users' bcrypt hashes are about 70 kB).
+MAX_WEB_CONFIG_BYTES = 1024 * 1024
+# A whole bcrypt hash: a hash cut short or with a cost that is not a number would make
+# every check of an unknown user fail with an error instead of a 401. Cost 4 to 17 (what
+# htpasswd -B -C accepts): each step doubles the CPU of a check, and at 31 one would take hours.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|1[0-7])\$[./A-Za-z0-9]{53}")
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # The exporter-toolkit's allow-list, with the values it accepts where it restricts them.
@@ -166,6 +175,10 @@ def _headers(value: object, source: str) -> dict[str, str]:
             raise WebConfigError(f"{source}: {key}: not an allowed header ({', '.join(ALLOWED_HEADERS)})")
         if not isinstance(text, str):
             raise WebConfigError(f"{source}: {key}: expected a string")
+        # Sent as it is in every response: a CR or LF would start a header of its own, and a
+        # character outside Latin-1 (a pasted typographic quote) could not be sent at all.
+        if not all(" " <= char <= "~" or char == "\t" for char in text):
+            raise WebConfigError(f"{source}: {key}: expected printable ASCII, without line breaks")
         allowed = ALLOWED_HEADERS[name]
         if text and allowed and text.lower() not in allowed:
             raise WebConfigError(f"{source}: {key}: expected one of {', '.join(allowed)}, got {text!r}")
@@ -180,9 +193,9 @@ def _users(value: object, source: str) -> dict[str, bytes]:
     for user, hashed in users.items():
         if not isinstance(user, str) or not user or ":" in user:
             raise WebConfigError(f"{source}: basic_auth_users: user names must be non-empty and without ':'")
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
             # Say what is wrong without echoing it: it may be a password typed in clear.
-            raise WebConfigError(f"{source}: basic_auth_users.{user}: expected a bcrypt hash ($2y$..., see htpasswd -B)")
+            raise WebConfigError(f"{source}: basic_auth_users.{user}: expected a whole bcrypt hash of cost 4 to 17 ($2y$10$..., see htpasswd -B)")
         result[user] = hashed.encode()
     return result
 
@@ -192,6 +205,10 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
     try:
+        # Looked at first without blocking: ssl would wait forever on a FIFO (holding every
+        # request behind the watcher's lock) and read a device until memory runs out.
+        for file in (tls.cert_file, tls.key_file):
+            read_small_file(Path(file), MAX_CA_FILE_BYTES)
         context.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as exc:
         raise WebConfigError(f"{source}: tls_server_config: cannot load {tls.cert_file} and {tls.key_file}: "
@@ -199,7 +216,7 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     context.verify_mode = CLIENT_AUTH_TYPES[tls.client_auth_type]
     if tls.client_ca_file is not None:
         try:
-            context.load_verify_locations(cafile=tls.client_ca_file)
+            context.load_verify_locations(cadata=read_pem_bundle(Path(tls.client_ca_file)))
         except (OSError, ssl.SSLError) as exc:
             raise WebConfigError(f"{source}: tls_server_config.client_ca_file: cannot load {tls.client_ca_file}: "
                                  f"{getattr(exc, 'strerror', None) or exc}") from None
@@ -217,7 +234,7 @@ class LoadedWebConfig:
 def load_web_config(path: str | Path) -> LoadedWebConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_small_text(path, MAX_WEB_CONFIG_BYTES))
     except OSError as exc:
         raise WebConfigError(f"{path}: cannot read the web config file: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -360,10 +377,11 @@ class BasicAuth:
 
 
 def _credentials(header: str | None) -> tuple[str | None, bytes]:
-    if not header or not header.startswith("Basic "):
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":  # auth schemes are case-insensitive (RFC 9110 11.1)
         return None, b""
     try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True)
+        decoded = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
         return None, b""
     user, sep, password = decoded.partition(b":")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -16,12 +18,14 @@ from conftest import Running, account, rested_storage, samples
 from test_security import HASH, PASSWORD
 
 from exporter.api.client import IbaneraClient
+from exporter.api.errors import Cancelled
 from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConnectionConfig, load_config
 from exporter.fleet import Fleet
 from exporter.metrics import Exposition
 from exporter.reload import Reloader
-from exporter.simulator import Simulator
+from exporter.simulator import Fault, Simulator
+from exporter.simulator.facade import BALANCES_PATH
 from exporter.totp import STEP_SECONDS
 from exporter.web import WebContext, WebServer
 from exporter.webconfig import WebConfigWatcher
@@ -159,6 +163,20 @@ def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator
     assert simulator.logins_succeeded == 3
 
 
+def test_a_changed_connection_does_not_start_before_the_next_code_step(setup, simulator):
+    # A clock just past a step: the restarted connection must wait some 32 s for the next one.
+    # Within the second and a half looked at here it must not even read the server's clock
+    # (GET /, the first thing a new client does), let alone log in with this step's code.
+    exporter, path = setup(clock=lambda: 1000 * STEP_SECONDS + 1)
+    probes = simulator.requests["/"]
+    path.write_text(config_text(simulator, connection_b={"page_size": 1}))
+    assert exporter.reload().status_code == 200
+    window = time.monotonic() + 1.5
+    while time.monotonic() < window:
+        assert simulator.requests["/"] == probes and simulator.logins_succeeded == 2, "b started at once"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("overrides, key", [
     ({"poll_interval": "soon"}, "poll_interval"),
     ({"connection_b": {"password_file": "missing"}}, "connections[1].password_file"),
@@ -186,6 +204,40 @@ def test_an_empty_or_truncated_file_is_refused(setup, simulator):
         path.write_text(text)
         assert exporter.reload().status_code == 500
         assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0}
+
+
+@pytest.mark.parametrize("target, file, reason", [
+    ("fifo", "config.yaml", "not a regular file"),  # read_text would wait for a writer: the reload, forever
+    ("fifo", "password", "not a regular file"),
+    ("/dev/zero", "config.yaml", "not a regular file"),  # read until memory runs out
+    ("huge", "config.yaml", "larger than"),
+    ("dir", "config.yaml", "Is a directory"),
+])
+def test_a_config_or_secret_file_replaced_by_a_fifo_a_device_or_a_huge_file_is_refused_at_once(
+        setup, simulator, tmp_path, target, file, reason):
+    exporter, _ = setup()
+    saved = (tmp_path / file).read_text()
+    replaced = tmp_path / file
+    replaced.unlink()
+    if target == "fifo":
+        os.mkfifo(replaced)
+    elif target == "huge":
+        replaced.write_text(saved + "#" * (5 * 1024 * 1024))
+    elif target == "dir":
+        replaced.mkdir()
+    else:
+        replaced.symlink_to(target)
+    try:
+        response = exporter.reload(timeout=PATIENCE)
+        assert response.status_code == 500 and reason in response.text
+        assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0} and simulator.logins_succeeded == 2
+    finally:
+        if target == "fifo":  # a reader still blocked on it (without the fix) is let go
+            with contextlib.suppress(OSError):
+                os.close(os.open(replaced, os.O_WRONLY | os.O_NONBLOCK))
+    (replaced.rmdir if target == "dir" else replaced.unlink)()
+    replaced.write_text(saved)
+    assert exporter.reload().status_code == 200
 
 
 def test_reload_takes_post_only_and_the_same_auth_as_metrics(setup, tmp_path):
@@ -230,3 +282,38 @@ def test_sighup_reloads_and_never_exits_sigterm_still_does(tmp_path, simulator):
     assert "config reloaded" in log and "config not reloaded" in log and "not valid YAML" in log
     assert simulator.logins_succeeded == 1  # every reload kept the connection and its token
     assert simulator.password not in log
+
+
+def test_a_stopped_client_sends_no_further_request(tmp_path, simulator):
+    """A reload hands a changed connection's API user to a new client, which waits for the next
+    one-time-code step: the old client's abandoned poll must not go on to its next page (or to a
+    login) with a code of that step when its request in flight comes back."""
+    (tmp_path / "password").write_text(simulator.password)
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(simulator, names=("a",), connection_a={"page_size": 1}))  # two accounts: two pages
+    config = load_config(path)
+    stop = threading.Event()
+    client = fresh_simulator_client(config.connections[0], config, stop)
+    client.fetch_balances()
+    asked = simulator.requests[BALANCES_PATH]
+    simulator.inject(Fault("delay", "balances", delay=1.0))
+    outcome: list[BaseException | None] = []
+
+    def poll() -> None:
+        try:
+            client.fetch_balances()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    deadline = time.monotonic() + PATIENCE
+    while simulator.requests[BALANCES_PATH] == asked:  # page 1 is in flight, in its delay
+        assert time.monotonic() < deadline, "page 1 never asked for"
+        time.sleep(0.01)
+    stop.set()
+    thread.join(PATIENCE)
+    client.close()
+    assert isinstance(outcome[0], Cancelled)
+    assert simulator.requests[BALANCES_PATH] == asked + 1 and simulator.logins_succeeded == 1

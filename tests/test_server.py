@@ -25,7 +25,8 @@ import yaml
 from conftest import Running, account, connection_for, rested_storage
 
 from exporter.config import Config
-from exporter.httpserver import ServerLimits
+from exporter.http11 import Request, Response, ServerLimits
+from exporter.httpserver import HTTPServer
 from exporter.metrics import Exposition
 from exporter.simulator import Simulator
 from exporter.web import WebContext, WebServer, gzip_accepted
@@ -236,6 +237,7 @@ def test_a_body_on_get_is_discarded_not_parsed_as_the_next_request(server):
 @pytest.mark.parametrize("framing", [
     b"Transfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
     b"Content-Length: 1000000\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"Content-Length: " + b"9" * 5000 + b"\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",  # past int()'s 4300 digits
 ])
 def test_a_body_that_is_not_read_closes_the_connection(server, framing):
     with connect(server) as sock:
@@ -262,6 +264,13 @@ def test_http_1_0_gets_a_close(server):
     (b"GET /metrics HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),  # obsolete line folding
     (b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    (b"GET /metrics HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+    # A bare CR ends the line for some proxies: the Content-Length behind it would frame a body they forward.
+    (b"GET /metrics HTTP/1.1\r\nX-A: 1\rContent-Length: 5\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
+    (b"GET /met\x00rics HTTP/1.1\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nContent-Length: \xb9\r\n\r\n", 400),  # '\xb9' is a digit to str.isdigit()
 ])
 def test_garbage_gets_an_error_and_a_close(server, request_bytes, code):
     with connect(server) as sock:
@@ -301,3 +310,52 @@ def read_response_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]
     head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     return int(status_line.split(" ")[1]), {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}, rest
+
+
+def test_at_the_cap_a_connection_being_answered_is_never_closed_to_make_room():
+    entered, release = threading.Event(), threading.Event()
+
+    def handler(request: Request) -> Response:
+        if request.target == "/slow":
+            entered.set()
+            release.wait(PATIENCE)
+        return Response(200, (b"done\n",))
+
+    server = HTTPServer(("127.0.0.1", 0), handler, ServerLimits(max_connections=2, read_header_timeout=PATIENCE))
+    server.start()
+    try:
+        busy = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert entered.wait(PATIENCE)
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)  # newer, but idle
+        newcomer = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+        assert closed_by_server(idle)  # the idle one made room, not the older busy one
+        release.set()
+        assert read_response(busy)[2] == b"done\n"
+        newcomer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(newcomer)[2] == b"done\n"
+        for sock in (busy, idle, newcomer):
+            sock.close()
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_a_client_that_never_reads_its_response_is_closed_at_the_write_deadline():
+    # With one connection allowed, the next client is served only once the first one's thread
+    # gave up writing: without a write deadline, never.
+    body = b"x" * (32 * 1024 * 1024)  # more than the socket buffers of both ends hold
+    server = HTTPServer(("127.0.0.1", 0), lambda request: Response(200, (body,)),
+                        ServerLimits(max_connections=1, read_header_timeout=PATIENCE, write_timeout=1.0))
+    server.start()
+    try:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", server.port))
+        stuck.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as next_client:
+            next_client.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response_head(next_client)[0] == 200
+        stuck.close()
+    finally:
+        server.stop()

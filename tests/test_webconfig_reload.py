@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -134,3 +135,48 @@ def test_a_refused_change_is_read_again_when_its_certificates_are_complete(web, 
             assert time.monotonic() < deadline, "the completed pair was never loaded"
             time.sleep(0.1)
     assert logged(caplog).count("web config not reloaded") == 1  # the retries repeat nothing already said
+
+
+@pytest.mark.parametrize("value", ["default-src \u2019self\u2019", "none\r\nSet-Cookie: session=1"])
+def test_a_header_value_that_cannot_be_sent_as_it_is_is_refused_and_requests_are_still_answered(web, certs, caplog,
+                                                                                               value):
+    # A typographic quote cannot be encoded into a response head (every request, /-/healthy
+    # included, lost its connection); a line break would add a header of its own.
+    server = web(AUTH)
+    replace_atomically(certs / "web.yml", yaml.safe_dump({**AUTH, "http_server_config": {
+        "headers": {"Content-Security-Policy": value}}}, allow_unicode=True))
+    for path in ("/-/healthy", "/metrics"):
+        response = httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
+        assert response.status_code == 200
+        assert "content-security-policy" not in response.headers and "set-cookie" not in response.headers
+    assert "Content-Security-Policy: expected printable ASCII" in logged(caplog)
+
+
+@pytest.mark.parametrize("file", ["server.crt", "server.key", "ca.crt"])
+def test_a_certificate_file_replaced_by_a_fifo_is_refused_and_requests_go_on(web, certs, caplog, file):
+    """ssl reads a FIFO until a writer comes, under the watcher's lock: every request, /-/healthy
+    included, would wait behind it. Mutation: load_cert_chain/load_verify_locations by path
+    without the non-blocking look first."""
+    server = web({**AUTH, **MTLS})
+    try:
+        with tls_client(certs, client_cert=True) as client:  # the client reads ca.crt too: before the swap
+            (certs / file).unlink()
+            os.mkfifo(certs / file)
+            for path in ("/-/healthy", "/metrics"):
+                response = client.get(f"https://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
+                assert response.status_code == 200
+    finally:  # a reader blocked on it (without the fix) is let go
+        with contextlib.suppress(OSError):
+            os.close(os.open(certs / file, os.O_WRONLY | os.O_NONBLOCK))
+    assert "not a regular file" in logged(caplog)
+
+
+@pytest.mark.parametrize("hashed", [HASH[:30], HASH[:4] + "xx" + HASH[6:], HASH[:4] + "31" + HASH[6:],
+                                    HASH + "x", "$2y$" + "x" * 56])
+def test_a_bcrypt_hash_that_is_not_whole_is_refused_at_load(tmp_path, hashed):
+    """A hash cut short or with a cost that is not a number made every unknown user's check a 500
+    with a traceback; cost 31 would take hours per check."""
+    (tmp_path / "web.yml").write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+    with pytest.raises(WebConfigError, match=r"basic_auth_users\.prometheus: expected a whole bcrypt hash") as info:
+        load_web_config(tmp_path / "web.yml")
+    assert hashed not in str(info.value)

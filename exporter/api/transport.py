@@ -21,7 +21,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from .. import __version__
 from ..config import ConnectionConfig, RetryPolicy
-from ..files import MAX_CA_FILE_BYTES, read_small_text
+from ..files import read_pem_bundle
 from .body import ACCEPT_ENCODING, read_body
 from .counters import ClientCounters
 from .deadline import deadline, deadline_mounts, deadline_transport
@@ -121,6 +121,13 @@ class Transport:
         if self._stop_event.wait(seconds):
             raise Cancelled()
 
+    def _raise_if_stopped(self) -> None:
+        # A stopped client's API user may already be a new client's (a reload restarted the
+        # connection), which alone may use the next one-time-code step: once a request in
+        # flight comes back, an abandoned poll sends no next page, and no login.
+        if self._stop_event.is_set():
+            raise Cancelled()
+
     def _on_retry(self, endpoint: str, state: RetryCallState) -> None:
         self._counters.retry(endpoint)
         error = state.outcome.exception() if state.outcome else None
@@ -145,6 +152,7 @@ class Transport:
         error's text quotes the reply (messageCodes, Content-Type): whatever of the request's
         secrets a reply echoes there is blanked out before anyone can log or show it.
         """
+        self._raise_if_stopped()
         try:
             return self._send(request)
         except ApiError as exc:
@@ -183,6 +191,7 @@ class Transport:
 
     def probe(self) -> str | None:
         """GET / without credentials: the Date header of whatever answers, or None."""
+        self._raise_if_stopped()
         code = "error"
         try:
             with deadline(self._request_timeout), self._http.stream("GET", "/") as response:
@@ -239,7 +248,4 @@ def _tls_verification(connection: ConnectionConfig) -> ssl.SSLContext | bool:
         return True
     # Read by us, not by path: a FIFO swapped in after the config was checked must not hold
     # up a reload, nor /dev/zero fill the memory.
-    bundle = read_small_text(connection.ca_file, MAX_CA_FILE_BYTES)
-    # cadata takes ASCII only; the lines that are not are comments (curl's bundle names its
-    # CAs in UTF-8), never part of a PEM block.
-    return ssl.create_default_context(cadata="\n".join(line for line in bundle.splitlines() if line.isascii()))
+    return ssl.create_default_context(cadata=read_pem_bundle(connection.ca_file))
