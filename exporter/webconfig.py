@@ -263,6 +263,8 @@ def weakening(old: WebConfig, new: WebConfig) -> str | None:
             return f"it would weaken client_auth_type from {old.tls.client_auth_type} to {new.tls.client_auth_type}"
         if old.tls.client_allowed_sans and not new.tls.client_allowed_sans:
             return "it would drop client_allowed_sans"
+        if TLS_VERSIONS[new.tls.min_version] < TLS_VERSIONS[old.tls.min_version]:
+            return f"it would lower min_version from {old.tls.min_version} to {new.tls.min_version}"
     return None
 
 

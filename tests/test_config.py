@@ -204,3 +204,16 @@ def test_a_ca_file_that_is_a_fifo_is_refused_at_once(tmp_path):
     os.mkfifo(tmp_path / "ca.pem")
     path = write(tmp_path, MINIMAL + "    ca_file: ca.pem\n")
     assert "connections[0].ca_file: cannot read" in _load_within_seconds(path)
+
+
+def test_a_ca_file_is_read_with_the_config_and_its_contents_make_the_connection(tmp_path):
+    """A CA rotated at the same path is a changed connection for a reload (which compares
+    ConnectionConfigs), and the client trusts what was read, not what the file holds later."""
+    (tmp_path / "ca.pem").write_text("# Főtanúsítvány\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    path = write(tmp_path, MINIMAL + "    ca_file: ca.pem\n")
+    first = load_config(path, environ=SECRET_VALUES).connections[0]
+    assert first.ca_file is not None and first.ca_file.pem.startswith("-----BEGIN CERTIFICATE-----")  # comment left out
+    assert "AAAA" not in repr(first)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n")
+    assert load_config(path, environ=SECRET_VALUES).connections[0] != first
+    assert load_config(path, environ=SECRET_VALUES).connections[0] == load_config(path, environ=SECRET_VALUES).connections[0]

@@ -25,7 +25,8 @@ from conftest import SCRIPT, Running, account, connection_for, rested_storage
 
 from exporter.api.client import IbaneraClient
 from exporter.api.memory import LoginMemory
-from exporter.config import Config, ConfigError, RetryPolicy, Secret, load_config
+from exporter.config import CaBundle, Config, ConfigError, RetryPolicy, Secret, load_config
+from exporter.files import read_pem_bundle
 from exporter.logs import LogfmtFormatter
 from exporter.poller import Poller
 from exporter.simulator import BALANCES_PATH, LOGIN_PATH, Fault, RawJson, Simulator
@@ -136,7 +137,8 @@ def test_ca_file_is_trusted_and_only_it(cas, tmp_path, monkeypatch, trusted, cer
     # The "system" store, as httpx and OpenSSL read it: a CA that does sign the API's certificate.
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / f"{system}.pem"))
     simulator = _https_simulator(cas["api"], cert_for)
-    connection = connection_for(simulator, ca_file=tmp_path / f"{trusted}.pem")
+    bundle = tmp_path / f"{trusted}.pem"
+    connection = connection_for(simulator, ca_file=CaBundle(bundle, read_pem_bundle(bundle)))
     client = IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01)),
                            memory=LoginMemory.first_contact())
     try:

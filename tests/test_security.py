@@ -20,7 +20,7 @@ from conftest import SCRIPT, FakeClock, Running, account, build_stack, connectio
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import TransientError
 from exporter.api.memory import LoginMemory
-from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
+from exporter.config import CaBundle, Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.metrics import Exposition
 from exporter.simulator import Fault, Simulator
 from exporter.web import WebContext, WebServer
@@ -268,7 +268,7 @@ def test_upstream_tls_is_verified_by_default(https_simulator):
 
 def test_upstream_ca_file(https_simulator):
     simulator, ca_file = https_simulator
-    assert len(_client(simulator, ca_file=str(ca_file)).fetch_balances().rows) == 1
+    assert len(_client(simulator, ca_file=CaBundle(ca_file, ca_file.read_text())).fetch_balances().rows) == 1
 
 
 def test_turning_verification_off_needs_its_own_key_and_warns_at_start(https_simulator, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
 import time
 
 import httpx
@@ -180,3 +181,16 @@ def test_a_bcrypt_hash_that_is_not_whole_is_refused_at_load(tmp_path, hashed):
     with pytest.raises(WebConfigError, match=r"basic_auth_users\.prometheus: expected a whole bcrypt hash") as info:
         load_web_config(tmp_path / "web.yml")
     assert hashed not in str(info.value)
+
+
+def test_a_reload_that_would_lower_min_version_is_refused(web, certs, caplog):
+    strict = {"tls_server_config": {**TLS["tls_server_config"], "min_version": "TLS13"}}
+    server = web(strict)
+    replace_atomically(certs / "web.yml", yaml.safe_dump(TLS))  # min_version back to the default, TLS12
+    tls12 = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    with tls_client(certs) as client:
+        assert client.get(f"https://127.0.0.1:{server.port}/metrics").status_code == 200  # the reload was looked at
+    with httpx.Client(verify=tls12, timeout=5) as client, pytest.raises(httpx.HTTPError):
+        client.get(f"https://127.0.0.1:{server.port}/metrics")
+    assert "it would lower min_version from TLS13 to TLS12" in logged(caplog)

@@ -21,7 +21,6 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from .. import __version__
 from ..config import ConnectionConfig, RetryPolicy
-from ..files import read_pem_bundle
 from .body import ACCEPT_ENCODING, read_body
 from .counters import ClientCounters
 from .deadline import deadline, deadline_mounts, deadline_transport
@@ -246,6 +245,5 @@ def _tls_verification(connection: ConnectionConfig) -> ssl.SSLContext | bool:
         return False
     if connection.ca_file is None:
         return True
-    # Read by us, not by path: a FIFO swapped in after the config was checked must not hold
-    # up a reload, nor /dev/zero fill the memory.
-    return ssl.create_default_context(cadata=read_pem_bundle(connection.ca_file))
+    # The bundle as the config read it (bounded, never blocking), not the file as it is now.
+    return ssl.create_default_context(cadata=connection.ca_file.pem)

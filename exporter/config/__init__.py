@@ -12,6 +12,7 @@ from .model import (
     MIN_LOGIN_BACKOFF,
     TOTP_SECRET_ENCODINGS,
     AccountConfig,
+    CaBundle,
     Config,
     ConfigError,
     ConnectionConfig,
@@ -22,6 +23,6 @@ from .units import MAX_DURATION, format_duration, parse_duration, parse_size
 
 __all__ = [
     "DEFAULT_BASE_URL", "DEFAULT_MAX_LOGIN_REFUSALS", "DEFAULT_MAX_RESPONSE_SIZE", "MAX_DURATION", "MIN_LOGIN_BACKOFF",
-    "TOTP_SECRET_ENCODINGS", "AccountConfig", "Config", "ConfigError", "ConnectionConfig", "RetryPolicy", "Secret",
+    "TOTP_SECRET_ENCODINGS", "AccountConfig", "CaBundle", "Config", "ConfigError", "ConnectionConfig", "RetryPolicy", "Secret",
     "format_duration", "load_config", "parse_config", "parse_duration", "parse_size",
 ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from ..files import MAX_CA_FILE_BYTES, UnreadableFile, read_small_file
+from ..files import UnreadableFile, read_pem_bundle
 from ..totp import SecretDecodeError, decode_secret
-from .model import DEFAULT_BASE_URL, TOTP_SECRET_ENCODINGS, AccountConfig, ConnectionConfig
+from .model import DEFAULT_BASE_URL, TOTP_SECRET_ENCODINGS, AccountConfig, CaBundle, ConnectionConfig
 from .reader import Reader, Yaml, amount, default, type_name
 
 _CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # matched whole: `$` lets a final line break pass
@@ -36,11 +36,11 @@ def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
         raise reader.error(f"{key}.totp_secret", str(exc)) from None
     ca_file = None
     if "ca_file" in data:
-        ca_file = (reader.base_dir / reader.string(data, "ca_file", f"{key}.ca_file")).expanduser()
+        ca_path = (reader.base_dir / reader.string(data, "ca_file", f"{key}.ca_file")).expanduser()
         try:
-            read_small_file(ca_file, MAX_CA_FILE_BYTES)
+            ca_file = CaBundle(ca_path, read_pem_bundle(ca_path))
         except UnreadableFile as exc:
-            raise reader.error(f"{key}.ca_file", f"cannot read {ca_file}: {exc.reason}") from None
+            raise reader.error(f"{key}.ca_file", f"cannot read {ca_path}: {exc.reason}") from None
     flags = {}
     for flag in ("tls_insecure_skip_verify", "cards", "cards_holder_name_label"):
         flags[flag] = data.get(flag, False)

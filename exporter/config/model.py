@@ -61,6 +61,15 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class CaBundle:
+    """A CA bundle as read with the config: a reload sees new contents at the same path, and
+    the client is built from these very bytes, not from a file that may have changed since."""
+
+    path: Path
+    pem: str = field(repr=False)  # ASCII only, as ssl's cadata takes it (files.read_pem_bundle)
+
+
+@dataclass(frozen=True)
 class ConnectionConfig:
     name: str
     username: Secret
@@ -73,7 +82,7 @@ class ConnectionConfig:
     page_size: int | Literal["all"] = 100
     # A server that keeps answering "there is another page" must not keep us polling forever.
     max_pages: int = 1000
-    ca_file: Path | None = None  # CA bundle for the API's certificate instead of the system's
+    ca_file: CaBundle | None = None  # CA bundle for the API's certificate instead of the system's
     tls_insecure_skip_verify: bool = False
     cards: bool = False  # also poll GET /customer/cards/balances
     cards_holder_name_label: bool = False  # card holders' names are personal data
