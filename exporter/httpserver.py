@@ -223,6 +223,9 @@ class HTTPServer:
             log.debug("connection closed", extra={"client": connection.client, "reason": str(exc)})
         except (OSError, ssl.SSLError) as exc:
             log.debug("connection failed", extra={"client": connection.client, "error": str(exc)})
+        except Exception as exc:  # a bug of ours: the log says so in its format, not a bare traceback on stderr
+            log.error("connection failed on an unexpected error", extra={"client": connection.client,
+                                                                          "error": type(exc).__name__})
         finally:
             self._forget(connection)
             connection.sock.close()

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import Running, account, connection_for, rested_storage
 
+from exporter import httpserver
 from exporter.config import Config
 from exporter.http11 import Request, Response, ServerLimits
 from exporter.httpserver import HTTPServer
@@ -359,3 +360,24 @@ def test_a_client_that_never_reads_its_response_is_closed_at_the_write_deadline(
         stuck.close()
     finally:
         server.stop()
+
+
+def test_a_bug_in_the_server_costs_one_connection_and_is_logged_in_the_log_format(server, monkeypatch, caplog):
+    """An unexpected error while answering (here: writing the response head) closes that
+    connection, says so through the logger (logfmt/json), and the server goes on."""
+    original = httpserver.response_head
+    calls: list[int] = []
+
+    def response_head_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(httpserver, "response_head", response_head_failing_once)
+    sock = connect(server)
+    sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert closed_by_server(sock)
+    assert "connection failed on an unexpected error" in caplog.text and "RuntimeError" in [
+        getattr(r, "error", "") for r in caplog.records][-1]
+    assert healthy(server)
