@@ -23,8 +23,9 @@ venv: $(BIN)/python
 demo: venv
 	$(BIN)/ibanera-exporter --demo
 
-lint: venv  # ruff (rules in pyproject.toml) and mypy --strict on exporter/
+lint: venv  # ruff (rules and format in pyproject.toml) and mypy --strict on exporter/
 	$(BIN)/ruff check exporter tests bench deploy
+	$(BIN)/ruff format --check exporter tests bench deploy
 	$(BIN)/mypy
 
 test: lint

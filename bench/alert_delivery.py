@@ -33,7 +33,9 @@ def _seconds_to(delivery: Delivery, amount: str, status: str) -> float:
     set_available(delivery.stack, PAYROLL, amount)
     notification = delivery.webhook.wait_for(
         lambda n: bool(n.alerts("IbaneraBalanceLow", status, asset_account_id=str(PAYROLL))),
-        f"with IbaneraBalanceLow {status}", since=since)
+        f"with IbaneraBalanceLow {status}",
+        since=since,
+    )
     return notification.received_at - started
 
 

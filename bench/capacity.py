@@ -67,7 +67,9 @@ class Result:
 
 def _accounts(count: int) -> list[SimAccount]:
     assets = ["USD", "EUR", "GBP", "USDC", "BTC"]
-    return [SimAccount(7000 + i, assets[i % 5], Decimal(1000 + i), Decimal(900 + i), Decimal(100)) for i in range(count)]
+    return [
+        SimAccount(7000 + i, assets[i % 5], Decimal(1000 + i), Decimal(900 + i), Decimal(100)) for i in range(count)
+    ]
 
 
 def _proc(pid: int) -> tuple[float, int, int, float]:
@@ -81,8 +83,9 @@ def _proc(pid: int) -> tuple[float, int, int, float]:
 
 
 class _Scraper(threading.Thread):
-    def __init__(self, port: int, headers: dict[str, str], start: threading.Event, stop_at: list[float],
-                 interval: float) -> None:
+    def __init__(
+        self, port: int, headers: dict[str, str], start: threading.Event, stop_at: list[float], interval: float
+    ) -> None:
         super().__init__(daemon=True)
         self.latencies: list[float] = []
         self.failed_connect = False
@@ -124,13 +127,30 @@ class _Scraper(threading.Thread):
 
 def run(accounts: int, scrapers: int, seconds: float, interval: float, auth: bool, work: Path) -> Result:
     simulator = Simulator(_accounts(accounts), token_lifetime=86400).start()
-    config = {"poll_interval": "1h", "connections": [{
-        "name": "bench", "base_url": simulator.url, "username": simulator.username, "password": simulator.password,
-        "totp_secret": simulator.totp_secret_base32, "page_size": max(accounts, 1)}]}
+    config = {
+        "poll_interval": "1h",
+        "connections": [
+            {
+                "name": "bench",
+                "base_url": simulator.url,
+                "username": simulator.username,
+                "password": simulator.password,
+                "totp_secret": simulator.totp_secret_base32,
+                "page_size": max(accounts, 1),
+            }
+        ],
+    }
     (work / "config.yaml").write_text(json.dumps(config))
     # Remembered login state from long ago: the first login need not wait for a fresh code step.
-    args = [str(SCRIPT), "--config.file", str(work / "config.yaml"), "--web.listen-address", "127.0.0.1:0",
-            "--storage.path", rested_storage(work / "state", "bench")]
+    args = [
+        str(SCRIPT),
+        "--config.file",
+        str(work / "config.yaml"),
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--storage.path",
+        rested_storage(work / "state", "bench"),
+    ]
     headers = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4"}
     if auth:
         password = "bench-password"
@@ -170,14 +190,22 @@ def run(accounts: int, scrapers: int, seconds: float, interval: float, auth: boo
     # inclusive: the p99 of a few samples lies between them, never past the slowest (exclusive extrapolates)
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
     return Result(
-        auth=auth, scrapers=scrapers, accounts=accounts, seconds=seconds, interval=interval,
+        auth=auth,
+        scrapers=scrapers,
+        accounts=accounts,
+        seconds=seconds,
+        interval=interval,
         requests=len(latencies) + sum(t.failures for t in threads),
-        failed_connects=sum(t.failed_connect for t in threads), failed_requests=sum(t.failures for t in threads),
+        failed_connects=sum(t.failed_connect for t in threads),
+        failed_requests=sum(t.failures for t in threads),
         reconnects=sum(t.reconnects for t in threads),
         p50_ms=round(statistics.median(latencies) * 1000, 2) if latencies else 0.0,
-        p99_ms=round(quantiles[98] * 1000, 2), max_ms=round(latencies[-1] * 1000, 2) if latencies else 0.0,
+        p99_ms=round(quantiles[98] * 1000, 2),
+        max_ms=round(latencies[-1] * 1000, 2) if latencies else 0.0,
         cpu_share_of_one_core=round((cpu - cpu_before) / elapsed, 2),
-        threads_max=threads_max, fds_max=fds_max, rss_mb_end=round(rss, 1),
+        threads_max=threads_max,
+        fds_max=fds_max,
+        rss_mb_end=round(rss, 1),
     )
 
 
@@ -209,7 +237,9 @@ def main() -> int:
     parser.add_argument("--scrapers", type=int, default=200)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between a scraper's scrapes; 0: back to back")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between a scraper's scrapes; 0: back to back"
+    )
     parser.add_argument("--no-auth-run", action="store_true", help="skip the run with basic auth")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()

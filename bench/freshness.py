@@ -48,8 +48,13 @@ def run(token_lifetime: int, seconds: int, phase: float, fresh: float, reject_re
     clock = FakeClock((time.time() // 30 + 1) * 30 + phase)
     accounts = [SimAccount(1, "USD", Decimal("1.00"), Decimal("1.00"), Decimal("0"))]
     with Simulator(accounts, clock=clock, token_lifetime=token_lifetime, reject_reused_otp=reject_reused_otp) as sim:
-        connection = ConnectionConfig(name="fresh", base_url=sim.url, username=Secret(sim.username),
-                                      password=Secret(sim.password), totp_secret=Secret(sim.totp_secret_base32))
+        connection = ConnectionConfig(
+            name="fresh",
+            base_url=sim.url,
+            username=Secret(sim.username),
+            password=Secret(sim.password),
+            totp_secret=Secret(sim.totp_secret_base32),
+        )
         config = Config((connection,), retry=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05))
         # First contact: the first login goes out at once, at the phase chosen.
         client = IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
@@ -69,9 +74,15 @@ def run(token_lifetime: int, seconds: int, phase: float, fresh: float, reject_re
         samples = range(int(start) + 1, int(start + seconds))
         # Fresh: the last good poll that ended by t ended at most `fresh` seconds before it.
         fresh_samples = sum(1 for t in samples if (i := bisect.bisect_right(good, t)) and t - good[i - 1] <= fresh)
-        return {"phase": phase, "fresh_percent": 100.0 * fresh_samples / len(samples), "polls": polls,
-                "failed_polls": failed, "logins": sim.logins_succeeded, "refused_logins": sim.logins_failed,
-                "waited_seconds": clock.waited}
+        return {
+            "phase": phase,
+            "fresh_percent": 100.0 * fresh_samples / len(samples),
+            "polls": polls,
+            "failed_polls": failed,
+            "logins": sim.logins_succeeded,
+            "refused_logins": sim.logins_failed,
+            "waited_seconds": clock.waited,
+        }
 
 
 def main() -> None:
@@ -82,14 +93,20 @@ def main() -> None:
     parser.add_argument("--phases", type=float, nargs="+", default=[0, 5, 10, 15, 20, 25, 29.5])
     parser.add_argument("--reject-reused-otp", action="store_true")
     args = parser.parse_args()
-    results = [run(args.token_lifetime, args.seconds, phase, args.fresh, args.reject_reused_otp) for phase in args.phases]
+    results = [
+        run(args.token_lifetime, args.seconds, phase, args.fresh, args.reject_reused_otp) for phase in args.phases
+    ]
     for r in results:
-        print(f"phase {r['phase']:>4}s: fresh {r['fresh_percent']:5.1f} %  polls {r['polls']:>4}  failed {r['failed_polls']:>3}"
-              f"  logins {r['logins']:>3}  refused logins {r['refused_logins']}  waited {r['waited_seconds']:.0f}s")
+        print(
+            f"phase {r['phase']:>4}s: fresh {r['fresh_percent']:5.1f} %  polls {r['polls']:>4}  failed {r['failed_polls']:>3}"
+            f"  logins {r['logins']:>3}  refused logins {r['refused_logins']}  waited {r['waited_seconds']:.0f}s"
+        )
     percents = [r["fresh_percent"] for r in results]
-    print(f"fresh (≤ {args.fresh:g} s old at 1 s polls, {args.token_lifetime} s tokens): "
-          f"{min(percents):.1f}–{max(percents):.1f} % of one-second samples; "
-          f"refused logins: {sum(r['refused_logins'] for r in results)}")
+    print(
+        f"fresh (≤ {args.fresh:g} s old at 1 s polls, {args.token_lifetime} s tokens): "
+        f"{min(percents):.1f}–{max(percents):.1f} % of one-second samples; "
+        f"refused logins: {sum(r['refused_logins'] for r in results)}"
+    )
 
 
 if __name__ == "__main__":

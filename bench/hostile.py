@@ -43,10 +43,15 @@ def _poller(url: str, request_timeout: float = 10.0, attempts: int = 4, max_size
     from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
     from exporter.poller import Poller
 
-    connection = ConnectionConfig(name="bench", base_url=url, username=Secret("u"), password=Secret("p"),
-                                  totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
-    config = Config((connection,), request_timeout=request_timeout, retry=RetryPolicy(attempts, 0.01, 0.01),
-                    max_response_size=max_size)
+    connection = ConnectionConfig(
+        name="bench", base_url=url, username=Secret("u"), password=Secret("p"), totp_secret=Secret("GEZDGNBVGY3TQOJQ")
+    )
+    config = Config(
+        (connection,),
+        request_timeout=request_timeout,
+        retry=RetryPolicy(attempts, 0.01, 0.01),
+        max_response_size=max_size,
+    )
     clock = FakeClock()
     client = IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
     return Poller(client, 60, threading.Event())
@@ -62,6 +67,7 @@ def measure_bomb(kind: str) -> dict[str, float]:
     import zlib
 
     from scripted import ScriptedServer, good_login, one_account, reply
+
     def zeros_gzipped(size: int) -> bytes:  # made a megabyte at a time: the bench's own peak stays small
         compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         block = b"\0" * (1 << 20)
@@ -89,14 +95,20 @@ def measure_bomb(kind: str) -> dict[str, float]:
     poller.poll_once()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     server.stop()
-    return {"wire_bytes": len(body), "baseline_mb": baseline / 1e6, "peak_mb": peak / 1e6,
-            "peak_above_baseline_mb": (peak - baseline) / 1e6, "up": float(poller.status().accounts.up),
-            "reason_too_large": poller.status().accounts.failures["too_large"],
-            "reason_malformed": poller.status().accounts.failures["malformed"]}
+    return {
+        "wire_bytes": len(body),
+        "baseline_mb": baseline / 1e6,
+        "peak_mb": peak / 1e6,
+        "peak_above_baseline_mb": (peak - baseline) / 1e6,
+        "up": float(poller.status().accounts.up),
+        "reason_too_large": poller.status().accounts.failures["too_large"],
+        "reason_malformed": poller.status().accounts.failures["malformed"],
+    }
 
 
 def measure_drip() -> dict[str, float]:
     from scripted import ScriptedServer, drip, good_login, one_account
+
     sent: list[int] = []
     started: list[float] = []
 
@@ -114,12 +126,18 @@ def measure_drip() -> dict[str, float]:
     poller.poll_once()
     ended = time.monotonic()
     server.stop()
-    return {"seconds_to_up_0": ended - started[0], "request_timeout": 2.0, "attempts": 2,
-            "up": float(poller.status().accounts.up), "timeouts": poller.status().accounts.failures["timeout"]}
+    return {
+        "seconds_to_up_0": ended - started[0],
+        "request_timeout": 2.0,
+        "attempts": 2,
+        "up": float(poller.status().accounts.up),
+        "timeouts": poller.status().accounts.failures["timeout"],
+    }
 
 
 def measure_fds() -> dict[str, float]:
     from scripted import STAGES, ScriptedServer, fail_at_every_stage, staged
+
     stage = {"now": "good"}
     server = ScriptedServer(staged(stage))
     poller = _poller(server.url, request_timeout=0.5, attempts=1)
@@ -129,9 +147,15 @@ def measure_fds() -> dict[str, float]:
     for _ in fail_at_every_stage(poller, stage):
         pass
     time.sleep(0.5)
-    result = {"stages": len(STAGES), "failing_polls": 100 * len(STAGES), "fds_before": fds,
-              "fds_after": len(os.listdir("/proc/self/fd")), "threads_before": threads,
-              "threads_after": threading.active_count(), "up_after": float(poller.status().accounts.up)}
+    result = {
+        "stages": len(STAGES),
+        "failing_polls": 100 * len(STAGES),
+        "fds_before": fds,
+        "fds_after": len(os.listdir("/proc/self/fd")),
+        "threads_before": threads,
+        "threads_after": threading.active_count(),
+        "up_after": float(poller.status().accounts.up),
+    }
     server.stop()
     return result
 
@@ -140,13 +164,28 @@ def measure_restart(with_storage: bool, in_the_next_step: bool) -> dict[str, flo
     from decimal import Decimal
 
     from exporter.simulator import SimAccount, Simulator
-    with tempfile.TemporaryDirectory() as work, Simulator(
-        [SimAccount(1, "USD", Decimal(1), Decimal(1), Decimal(0))], reject_reused_otp=True
-    ) as simulator:
+
+    with (
+        tempfile.TemporaryDirectory() as work,
+        Simulator([SimAccount(1, "USD", Decimal(1), Decimal(1), Decimal(0))], reject_reused_otp=True) as simulator,
+    ):
         config = Path(work, "config.yaml")
-        config.write_text(json.dumps({"poll_interval": "1s", "connections": [{
-            "name": "bench", "base_url": simulator.url, "username": simulator.username,
-            "password": simulator.password, "totp_secret": simulator.totp_secret_base32}]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "poll_interval": "1s",
+                    "connections": [
+                        {
+                            "name": "bench",
+                            "base_url": simulator.url,
+                            "username": simulator.username,
+                            "password": simulator.password,
+                            "totp_secret": simulator.totp_secret_base32,
+                        }
+                    ],
+                }
+            )
+        )
         # The first daemon starts as after a long rest, so that it logs in at once.
         storage = rested_storage(Path(work, "state"), "bench")
         args = [str(SCRIPT), "--config.file", str(config), "--web.listen-address", "127.0.0.1:0"]
@@ -169,16 +208,24 @@ def measure_restart(with_storage: bool, in_the_next_step: bool) -> dict[str, flo
         delay = time.monotonic() - restarted
         second.send_signal(signal.SIGTERM)
         second.wait(10)
-        return {"first_login_delay_s": delay, "refused_logins": simulator.logins_failed,
-                "logins": simulator.logins_succeeded}
+        return {
+            "first_login_delay_s": delay,
+            "refused_logins": simulator.logins_failed,
+            "logins": simulator.logins_succeeded,
+        }
 
 
-MEASUREMENTS = {"bomb": lambda: measure_bomb("bomb"), "stacked": lambda: measure_bomb("stacked"),
-                "drip": measure_drip, "fds": measure_fds}
+MEASUREMENTS = {
+    "bomb": lambda: measure_bomb("bomb"),
+    "stacked": lambda: measure_bomb("stacked"),
+    "drip": measure_drip,
+    "fds": measure_fds,
+}
 for _storage in (True, False):
     for _next in (False, True):
         MEASUREMENTS[f"restart_{'with' if _storage else 'without'}_storage_{'next_step' if _next else 'same_step'}"] = (
-            lambda storage=_storage, later=_next: measure_restart(storage, later))
+            lambda storage=_storage, later=_next: measure_restart(storage, later)
+        )
 
 
 def main() -> None:

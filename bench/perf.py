@@ -53,8 +53,18 @@ SCRIPT = Path(sys.executable).parent / "ibanera-exporter"
 
 def _accounts(count: int) -> list[SimAccount]:
     assets = [("USD", 2, "1234567.89"), ("EUR", 2, "98000.50"), ("BTC", 8, "3.12345678"), ("ETH", 8, "45.50000001")]
-    return [SimAccount(10_000 + i, assets[i % 4][0], Decimal(assets[i % 4][2]), Decimal(assets[i % 4][2]),
-                       Decimal(0), suppressed=i % 97 == 0, places=assets[i % 4][1]) for i in range(count)]
+    return [
+        SimAccount(
+            10_000 + i,
+            assets[i % 4][0],
+            Decimal(assets[i % 4][2]),
+            Decimal(assets[i % 4][2]),
+            Decimal(0),
+            suppressed=i % 97 == 0,
+            places=assets[i % 4][1],
+        )
+        for i in range(count)
+    ]
 
 
 def _serve(count: int, pipe) -> None:
@@ -80,14 +90,19 @@ class _Floor:
     def __init__(self, url: str, username: str, password: str, secret: str, count: int) -> None:
         self.totp = pyotp.TOTP(secret)
         self.http = httpx.Client(base_url=url, timeout=120)
-        body = self.http.post(LOGIN_PATH, json={"username": username, "password": password, "otp": self.totp.now()}).json()
+        body = self.http.post(
+            LOGIN_PATH, json={"username": username, "password": password, "otp": self.totp.now()}
+        ).json()
         self.token = body["details"]["accessToken"]
         self.pages = max(1, -(-count // PAGE_SIZE))
 
     def fetch(self) -> None:
         for page in range(1, self.pages + 1):
-            response = self.http.get(BALANCES_PATH, params={"pageNumber": page, "pageSize": PAGE_SIZE},
-                                     headers={"Authorization": f"Bearer {self.token}", "otp": self.totp.now()})
+            response = self.http.get(
+                BALANCES_PATH,
+                params={"pageNumber": page, "pageSize": PAGE_SIZE},
+                headers={"Authorization": f"Bearer {self.token}", "otp": self.totp.now()},
+            )
             json.loads(response.content, parse_float=Decimal)
 
 
@@ -99,8 +114,15 @@ class _BaselineCollector(Collector):
 
     def collect(self):
         labels = ["connection", "asset_account_id", "asset"]
-        families = {name: GaugeMetricFamily(name, name, labels=labels) for name in
-                    ("ibanera_total_balance", "ibanera_available_balance", "ibanera_pending_balance", "ibanera_account_suppressed")}
+        families = {
+            name: GaugeMetricFamily(name, name, labels=labels)
+            for name in (
+                "ibanera_total_balance",
+                "ibanera_available_balance",
+                "ibanera_pending_balance",
+                "ibanera_account_suppressed",
+            )
+        }
         for a in self.snapshot.rows:
             values = ["bench", str(a.asset_account_id), a.asset]
             families["ibanera_total_balance"].add_metric(values, float(a.total))
@@ -123,8 +145,11 @@ def _scrapes(port: int, count: int, headers: dict) -> dict:
         size = len(body)
     connection.close()
     latencies.sort()
-    return {"p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2), "bytes": size}
+    return {
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
+        "bytes": size,
+    }
 
 
 VARIANTS = {
@@ -146,8 +171,14 @@ def measure(count: int, scrapes: int) -> dict:
         floor.fetch()  # warm the connection
         floor_wall, floor_cpu = _timed(floor.fetch, runs)
 
-        connection = ConnectionConfig(name="bench", base_url=url, username=Secret(username), password=Secret(password),
-                                      totp_secret=Secret(secret), page_size=PAGE_SIZE)
+        connection = ConnectionConfig(
+            name="bench",
+            base_url=url,
+            username=Secret(username),
+            password=Secret(password),
+            totp_secret=Secret(secret),
+            page_size=PAGE_SIZE,
+        )
         stop = threading.Event()
         client_config = Config(connections=(connection,), request_timeout=120)
         client = IbaneraClient(connection, client_config, memory=LoginMemory.first_contact(), stop_event=stop)
@@ -169,15 +200,21 @@ def measure(count: int, scrapes: int) -> dict:
         registry.register(_BaselineCollector(poller.status().accounts.snapshot))
         baseline_server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
         baseline_scrapes = max(5, scrapes // 10) if count >= 10_000 else scrapes
-        baseline = {name: _scrapes(baseline_server.server_port, baseline_scrapes, VARIANTS[name])
-                    for name in ("text", "text+gzip")}
+        baseline = {
+            name: _scrapes(baseline_server.server_port, baseline_scrapes, VARIANTS[name])
+            for name in ("text", "text+gzip")
+        }
         baseline_server.shutdown()
         poller.client.close()
         return {
             "accounts": count,
             "floor": {"wall_s": round(floor_wall, 4), "cpu_s": round(floor_cpu, 4)},
-            "poll": {"wall_s": round(poll_wall, 4), "cpu_s": round(poll_cpu, 4),
-                     "poll_over_floor_wall": round(poll_wall / floor_wall, 2), "poll_over_floor_cpu": round(poll_cpu / floor_cpu, 2)},
+            "poll": {
+                "wall_s": round(poll_wall, 4),
+                "cpu_s": round(poll_cpu, 4),
+                "poll_over_floor_wall": round(poll_wall / floor_wall, 2),
+                "poll_over_floor_cpu": round(poll_cpu / floor_cpu, 2),
+            },
             "scrape": exporter,
             "baseline": baseline,
             "baseline_over_scrape_p50": round(baseline["text"]["p50_ms"] / exporter["text"]["p50_ms"], 1),
@@ -194,14 +231,28 @@ def memory(count: int, polls: int) -> dict:
     server.start()
     url, username, password, secret = parent.recv()
     with tempfile.TemporaryDirectory() as work:
-        config = {"poll_interval": "500ms", "request_timeout": "2m",
-                  "connections": [{"name": "bench", "base_url": url, "username": username, "password": password,
-                                   "totp_secret": secret, "page_size": PAGE_SIZE}]}
+        config = {
+            "poll_interval": "500ms",
+            "request_timeout": "2m",
+            "connections": [
+                {
+                    "name": "bench",
+                    "base_url": url,
+                    "username": username,
+                    "password": password,
+                    "totp_secret": secret,
+                    "page_size": PAGE_SIZE,
+                }
+            ],
+        }
         Path(work, "config.yaml").write_text(json.dumps(config))
         log = open(Path(work, "log"), "w")  # noqa: SIM115 - open for the daemon's whole life, closed below
-        process = subprocess.Popen([str(SCRIPT), "--config.file", str(Path(work, "config.yaml")),
-                                    "--web.listen-address", "127.0.0.1:0"], stderr=log)
+        process = subprocess.Popen(
+            [str(SCRIPT), "--config.file", str(Path(work, "config.yaml")), "--web.listen-address", "127.0.0.1:0"],
+            stderr=log,
+        )
         try:
+
             def polls_done() -> int:
                 return Path(work, "log").read_text().count("poll succeeded")
 
@@ -222,8 +273,13 @@ def memory(count: int, polls: int) -> dict:
             log.close()
             server.terminate()
             server.join(10)
-    return {"accounts": count, "polls": polls, "rss_after_first_polls_mb": first, "rss_after_more_polls_mb": last,
-            "growth_mb": round(last - first, 1)}
+    return {
+        "accounts": count,
+        "polls": polls,
+        "rss_after_first_polls_mb": first,
+        "rss_after_more_polls_mb": last,
+        "growth_mb": round(last - first, 1),
+    }
 
 
 def _rss(pid: int) -> float:
@@ -232,23 +288,31 @@ def _rss(pid: int) -> float:
 
 
 def _print(results: list[dict], memories: list[dict]) -> None:
-    print(f"{'accounts':>9} {'floor s':>8} {'poll s':>8} {'poll/floor':>10} {'cpu ratio':>9} "
-          f"{'text p50':>9} {'p99':>8} {'gzip p50':>9} {'OM p50':>8} {'OM+gz p50':>9} {'baseline p50':>12} {'gain':>6} {'body':>10} {'gzip body':>10}")
+    print(
+        f"{'accounts':>9} {'floor s':>8} {'poll s':>8} {'poll/floor':>10} {'cpu ratio':>9} "
+        f"{'text p50':>9} {'p99':>8} {'gzip p50':>9} {'OM p50':>8} {'OM+gz p50':>9} {'baseline p50':>12} {'gain':>6} {'body':>10} {'gzip body':>10}"
+    )
     for r in results:
         s = r["scrape"]
-        print(f"{r['accounts']:>9} {r['floor']['wall_s']:>8.3f} {r['poll']['wall_s']:>8.3f} {r['poll']['poll_over_floor_wall']:>10} "
-              f"{r['poll']['poll_over_floor_cpu']:>9} {s['text']['p50_ms']:>7.2f}ms {s['text']['p99_ms']:>6.2f}ms "
-              f"{s['text+gzip']['p50_ms']:>7.2f}ms {s['openmetrics']['p50_ms']:>6.2f}ms {s['openmetrics+gzip']['p50_ms']:>7.2f}ms "
-              f"{r['baseline']['text']['p50_ms']:>10.2f}ms {r['baseline_over_scrape_p50']:>5}x {s['text']['bytes']:>10} {s['text+gzip']['bytes']:>10}")
+        print(
+            f"{r['accounts']:>9} {r['floor']['wall_s']:>8.3f} {r['poll']['wall_s']:>8.3f} {r['poll']['poll_over_floor_wall']:>10} "
+            f"{r['poll']['poll_over_floor_cpu']:>9} {s['text']['p50_ms']:>7.2f}ms {s['text']['p99_ms']:>6.2f}ms "
+            f"{s['text+gzip']['p50_ms']:>7.2f}ms {s['openmetrics']['p50_ms']:>6.2f}ms {s['openmetrics+gzip']['p50_ms']:>7.2f}ms "
+            f"{r['baseline']['text']['p50_ms']:>10.2f}ms {r['baseline_over_scrape_p50']:>5}x {s['text']['bytes']:>10} {s['text+gzip']['bytes']:>10}"
+        )
     for m in memories:
-        print(f"memory at {m['accounts']} accounts: {m['rss_after_first_polls_mb']} MB after 2 polls, "
-              f"{m['rss_after_more_polls_mb']} MB after {m['polls']} more ({m['growth_mb']:+} MB)")
+        print(
+            f"memory at {m['accounts']} accounts: {m['rss_after_first_polls_mb']} MB after 2 polls, "
+            f"{m['rss_after_more_polls_mb']} MB after {m['polls']} more ({m['growth_mb']:+} MB)"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10_000, 100_000])
-    parser.add_argument("--scrapes", type=int, default=200, help="scrapes per variant (the baseline does fewer at 10k+)")
+    parser.add_argument(
+        "--scrapes", type=int, default=200, help="scrapes per variant (the baseline does fewer at 10k+)"
+    )
     parser.add_argument("--memory-polls", type=int, default=50)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -258,8 +322,10 @@ def main() -> int:
     def save() -> None:  # after every measurement, so that a long run never loses what it measured
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "results": results,
-                                             "memory": memories}, indent=2) + "\n")
+            args.json.write_text(
+                json.dumps({"machine": f"{os.cpu_count()} cores", "results": results, "memory": memories}, indent=2)
+                + "\n"
+            )
 
     for n in args.sizes:
         results.append(measure(n, args.scrapes))

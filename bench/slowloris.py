@@ -35,8 +35,9 @@ def main() -> int:
     parser.add_argument("--limit", type=float, default=60.0, help="give up after this many seconds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    process = subprocess.Popen([str(SCRIPT), "--demo", "--web.listen-address", "127.0.0.1:0"],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(SCRIPT), "--demo", "--web.listen-address", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True
+    )
     try:
         port = _port(process)
         scraper = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -95,11 +96,15 @@ def main() -> int:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=10)
     result = {
-        "connections": args.connections, "trickle_seconds": args.trickle,
-        "still_open": len(open_socks), "all_closed_after_s": round(all_closed_after, 1),
-        "scrapes": len(latencies), "scrape_failures": failures,
+        "connections": args.connections,
+        "trickle_seconds": args.trickle,
+        "still_open": len(open_socks),
+        "all_closed_after_s": round(all_closed_after, 1),
+        "scrapes": len(latencies),
+        "scrape_failures": failures,
         "scrape_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
-        "threads_max": threads_max, "fds_max": fds_max,
+        "threads_max": threads_max,
+        "fds_max": fds_max,
     }
     print(json.dumps(result))
     if args.json:

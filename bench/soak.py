@@ -61,8 +61,10 @@ class SoakReport:
 def _accounts(count: int) -> list[SimAccount]:
     assets = [("USD", 2), ("EUR", 2), ("USDC", 2), ("BTC", 8), ("ETH", 8)]
     d = Decimal
-    return [SimAccount(5000 + i, assets[i % 5][0], d(1000 + i), d(900 + i), d(100), places=assets[i % 5][1])
-            for i in range(count)]
+    return [
+        SimAccount(5000 + i, assets[i % 5][0], d(1000 + i), d(900 + i), d(100), places=assets[i % 5][1])
+        for i in range(count)
+    ]
 
 
 def _rss_mb(pid: int) -> float:
@@ -76,7 +78,7 @@ def _fds(pid: int) -> int:
 
 def _listening_url(log_path: Path, deadline: float) -> str:
     while time.monotonic() < deadline:
-        match = re.search(r'msg=listening address=127\.0\.0\.1:(\d+)', log_path.read_text())
+        match = re.search(r"msg=listening address=127\.0\.0\.1:(\d+)", log_path.read_text())
         if match:
             return f"http://127.0.0.1:{match.group(1)}"
         time.sleep(0.05)
@@ -87,18 +89,36 @@ def run(seconds: float, fault_rate: float, accounts: int, workdir: Path) -> Soak
     simulator = Simulator(_accounts(accounts), token_lifetime=60, drift_every=0.5).start()
     simulator.record_served()
     config = {
-        "poll_interval": "1s", "request_timeout": "1s",
+        "poll_interval": "1s",
+        "request_timeout": "1s",
         "retry": {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "500ms"},
-        "connections": [{"name": "soak", "base_url": simulator.url, "username": simulator.username,
-                         "password": simulator.password, "totp_secret": simulator.totp_secret_base32, "page_size": 10}],
+        "connections": [
+            {
+                "name": "soak",
+                "base_url": simulator.url,
+                "username": simulator.username,
+                "password": simulator.password,
+                "totp_secret": simulator.totp_secret_base32,
+                "page_size": 10,
+            }
+        ],
     }
     (workdir / "config.yaml").write_text(json.dumps(config))
     log_path = workdir / "exporter.log"
     with open(log_path, "w") as log:
         # Remembered login state from long ago: the first login need not wait for a fresh code step.
-        process = subprocess.Popen([str(SCRIPT), "--config.file", str(workdir / "config.yaml"),
-                                    "--web.listen-address", "127.0.0.1:0",
-                                    "--storage.path", rested_storage(workdir / "state", "soak")], stderr=log)
+        process = subprocess.Popen(
+            [
+                str(SCRIPT),
+                "--config.file",
+                str(workdir / "config.yaml"),
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--storage.path",
+                rested_storage(workdir / "state", "soak"),
+            ],
+            stderr=log,
+        )
     http = httpx.Client(timeout=5)
     try:
         url = _listening_url(log_path, time.monotonic() + 15)
@@ -141,10 +161,20 @@ def run(seconds: float, fault_rate: float, accounts: int, workdir: Path) -> Soak
         http.close()
         simulator.stop()
     return SoakReport(
-        seconds=seconds, fault_rate=fault_rate, accounts=accounts, faults_injected=sum(simulator.faults_served.values()),
-        scrapes=scrapes, scrape_errors=scrape_errors, wrong_values=wrong_values,
-        rss_start_mb=round(rss_start, 1), rss_max_mb=round(rss_max, 1), rss_end_mb=round(rss_end, 1),
-        fds_start=fds_start, fds_end=fds_end, exit_code=exit_code, shutdown_seconds=round(shutdown_seconds, 2),
+        seconds=seconds,
+        fault_rate=fault_rate,
+        accounts=accounts,
+        faults_injected=sum(simulator.faults_served.values()),
+        scrapes=scrapes,
+        scrape_errors=scrape_errors,
+        wrong_values=wrong_values,
+        rss_start_mb=round(rss_start, 1),
+        rss_max_mb=round(rss_max, 1),
+        rss_end_mb=round(rss_end, 1),
+        fds_start=fds_start,
+        fds_end=fds_end,
+        exit_code=exit_code,
+        shutdown_seconds=round(shutdown_seconds, 2),
         **report_numbers,
     )
 
@@ -152,8 +182,11 @@ def run(seconds: float, fault_rate: float, accounts: int, workdir: Path) -> Soak
 def _scrape(http: httpx.Client, url: str) -> dict:
     response = http.get(url + "/metrics")
     response.raise_for_status()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(response.text) for s in f.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(response.text)
+        for s in f.samples
+    }
 
 
 def _total(metrics: dict, name: str) -> int:

@@ -62,8 +62,9 @@ def check_connection(connection: ConnectionConfig, config: Config, memory: Login
         else:
             rows.append(("cards", "not read (cards: false)"))
     except LoginRefused as exc:
-        return CheckResult(connection.name, (*rows, *_session_rows(client)),
-                           f"login refused ({exc.message_code})", exc.hint)
+        return CheckResult(
+            connection.name, (*rows, *_session_rows(client)), f"login refused ({exc.message_code})", exc.hint
+        )
     except ApiError as exc:
         return CheckResult(connection.name, (*rows, *_session_rows(client)), str(exc), failure_hint(exc, connection))
     except OSError as exc:  # ca_file that is not a CA bundle, and the like: about the host's files
@@ -96,9 +97,11 @@ def _session_rows(client: IbaneraClient | None) -> list[tuple[str, str]]:
     if client is None:
         return []
     lifetime = client.token_lifetime
-    return [("clock offset", clock_words(client.clock_offset)),
-            ("token lifetime", "no token" if lifetime is None else format_duration(lifetime)),
-            ("login attempts", str(client.counters.snapshot().logins))]
+    return [
+        ("clock offset", clock_words(client.clock_offset)),
+        ("token lifetime", "no token" if lifetime is None else format_duration(lifetime)),
+        ("login attempts", str(client.counters.snapshot().logins)),
+    ]
 
 
 def _cut(items: Sequence[str]) -> str:

@@ -54,42 +54,99 @@ def _parser() -> argparse.ArgumentParser:
         "Polls GET /api/v1/customer/accounts/balances in the background and serves the balances as gauges.",
         epilog="Try it without credentials: ibanera-exporter --demo",
     )
-    parser.add_argument("--config.file", dest="config_file", default="config.yaml", metavar="FILE",
-                        help="configuration file (default: %(default)s)")
-    parser.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN_ADDRESS, metavar="HOST:PORT",
-                        help="address to serve /metrics on (default: %(default)s, all interfaces)")
-    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
-                        help="TLS, client certificates, basic auth and headers, in the exporter-toolkit format")
-    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
-                        help="path under which to expose metrics (default: %(default)s)")
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="config.yaml",
+        metavar="FILE",
+        help="configuration file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=DEFAULT_LISTEN_ADDRESS,
+        metavar="HOST:PORT",
+        help="address to serve /metrics on (default: %(default)s, all interfaces)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS, client certificates, basic auth and headers, in the exporter-toolkit format",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path under which to expose metrics (default: %(default)s)",
+    )
     limits = DEFAULT_LIMITS
-    parser.add_argument("--web.max-connections", dest="max_connections", type=int, default=limits.max_connections,
-                        metavar="N", help="open client connections at most, one thread each; at the limit the oldest "
-                        "idle one is closed to make room (default: %(default)s)")
-    parser.add_argument("--web.read-header-timeout", dest="read_header_timeout",
-                        default=format_duration(limits.read_header_timeout), metavar="DURATION",
-                        help="time a client has to send a request's line and headers, TLS handshake included "
-                        "(default: %(default)s)")
-    parser.add_argument("--web.idle-timeout", dest="idle_timeout", default=format_duration(limits.idle_timeout),
-                        metavar="DURATION", help="how long a keep-alive connection may wait for its next request "
-                        "(default: %(default)s)")
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=LEVELS,
-                        help="only log messages with the given severity or above (default: %(default)s)")
-    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=FORMATS,
-                        help="output format of log messages (default: %(default)s)")
-    parser.add_argument("--storage.path", dest="storage_path", metavar="DIR",
-                        help="folder for the login state that must survive a restart (the last one-time code step "
-                        "used, a login pause); without it the first login after a start waits up to 30s")
-    parser.add_argument("--config.check", dest="config_check", action="store_true",
-                        help="validate the configuration and its secrets, print what would be polled, and exit")
-    parser.add_argument("--connection.check", dest="connection_check", action="store_true",
-                        help="log in once per connection, read every page, print what was found and exit 0, or say "
-                        "why not and exit 1")
-    parser.add_argument("--demo", action="store_true",
-                        help="poll a built-in simulator of the Ibanera API on loopback instead of the config file; "
-                        "no credentials needed")
-    parser.add_argument("--version", action="version",
-                        version=f"{PROGRAM}, version {__version__} (python {platform.python_version()})")
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=limits.max_connections,
+        metavar="N",
+        help="open client connections at most, one thread each; at the limit the oldest "
+        "idle one is closed to make room (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        default=format_duration(limits.read_header_timeout),
+        metavar="DURATION",
+        help="time a client has to send a request's line and headers, TLS handshake included (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.idle-timeout",
+        dest="idle_timeout",
+        default=format_duration(limits.idle_timeout),
+        metavar="DURATION",
+        help="how long a keep-alive connection may wait for its next request (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=LEVELS,
+        help="only log messages with the given severity or above (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=FORMATS,
+        help="output format of log messages (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--storage.path",
+        dest="storage_path",
+        metavar="DIR",
+        help="folder for the login state that must survive a restart (the last one-time code step "
+        "used, a login pause); without it the first login after a start waits up to 30s",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration and its secrets, print what would be polled, and exit",
+    )
+    parser.add_argument(
+        "--connection.check",
+        dest="connection_check",
+        action="store_true",
+        help="log in once per connection, read every page, print what was found and exit 0, or say why not and exit 1",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="poll a built-in simulator of the Ibanera API on loopback instead of the config file; "
+        "no credentials needed",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROGRAM}, version {__version__} (python {platform.python_version()})"
+    )
     return parser
 
 
@@ -102,8 +159,10 @@ def _demo_config(simulator: Simulator) -> Config:
         totp_secret=Secret(simulator.totp_secret_base32),
         page_size=5,  # the demo has 7 accounts: two pages, so pagination is on show
         cards=True,
-        accounts={1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000")),
-                  1002: AccountConfig(name="Suppliers EUR")},
+        accounts={
+            1001: AccountConfig(name="Payroll USD", low_available_balance=Decimal("50000")),
+            1002: AccountConfig(name="Suppliers EUR"),
+        },
     )
     return Config(
         connections=(connection,),
@@ -123,14 +182,19 @@ def _describe(config: Config, source: str) -> str:
     for c in config.connections:
         lines.append(
             f"  connection {c.name}: {c.base_url}, "
-            + ("all accounts in one request, " if c.page_size == "all"
-               else f"{c.page_size} accounts per page (at most {c.max_pages} pages), ")
+            + (
+                "all accounts in one request, "
+                if c.page_size == "all"
+                else f"{c.page_size} accounts per page (at most {c.max_pages} pages), "
+            )
             + f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
             + (f", card balances too{' with holder names' if c.cards_holder_name_label else ''}" if c.cards else "")
         )
         for account_id, account in sorted(c.accounts.items()):
             floor = f"floor {account.low_available_balance}" if account.low_available_balance is not None else ""
-            lines.append(f"    account {account_id}: " + ", ".join(w for w in (account.name and repr(account.name), floor) if w))
+            lines.append(
+                f"    account {account_id}: " + ", ".join(w for w in (account.name and repr(account.name), floor) if w)
+            )
     thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))
     lines.append(f"  low available balance thresholds: {thresholds or 'none'}")
     if config.low_available_card_balance:
@@ -174,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
-        return _fail(f"--web.telemetry-path: must start with / and not be /, /-/healthy or /-/ready, got {args.telemetry_path!r}", 2)
+        return _fail(
+            f"--web.telemetry-path: must start with / and not be /, /-/healthy or /-/ready, got {args.telemetry_path!r}",
+            2,
+        )
     try:
         address = parse_listen_address(args.listen_address)
     except ListenAddressError as exc:
@@ -226,14 +293,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _limits(args: argparse.Namespace) -> ServerLimits:
     if not 1 <= args.max_connections <= 100_000:
         raise ConfigError(f"--web.max-connections: expected 1 to 100000, got {args.max_connections}")
-    return ServerLimits(max_connections=args.max_connections,
-                        read_header_timeout=parse_duration(args.read_header_timeout, "--web.read-header-timeout"),
-                        idle_timeout=parse_duration(args.idle_timeout, "--web.idle-timeout"))
+    return ServerLimits(
+        max_connections=args.max_connections,
+        read_header_timeout=parse_duration(args.read_header_timeout, "--web.read-header-timeout"),
+        idle_timeout=parse_duration(args.idle_timeout, "--web.idle-timeout"),
+    )
 
 
-def _serve(config: Config, load: Callable[[], Config], make_client: ClientFactory, address: tuple[str, int],
-           telemetry_path: str, simulator: Simulator | None, web_config: WebConfigWatcher | None,
-           limits: ServerLimits) -> int:
+def _serve(
+    config: Config,
+    load: Callable[[], Config],
+    make_client: ClientFactory,
+    address: tuple[str, int],
+    telemetry_path: str,
+    simulator: Simulator | None,
+    web_config: WebConfigWatcher | None,
+    limits: ServerLimits,
+) -> int:
     # The signals first: from here on, SIGHUP reloads and never ends the process.
     wake = threading.Event()
     pending: set[str] = set()
@@ -264,10 +340,16 @@ def _serve(config: Config, load: Callable[[], Config], make_client: ClientFactor
     web = web_config.current().config if web_config else None
     log.info(
         "listening",
-        extra={"address": f"{address[0]}:{server.port}", "telemetry_path": telemetry_path, "version": __version__,
-               "tls": bool(web and web.tls), "basic_auth_users": len(web.basic_auth_users) if web else 0,
-               "connections": ",".join(c.name for c in config.connections), "demo": simulator is not None,
-               "max_connections": limits.max_connections},
+        extra={
+            "address": f"{address[0]}:{server.port}",
+            "telemetry_path": telemetry_path,
+            "version": __version__,
+            "tls": bool(web and web.tls),
+            "basic_auth_users": len(web.basic_auth_users) if web else 0,
+            "connections": ",".join(c.name for c in config.connections),
+            "demo": simulator is not None,
+            "max_connections": limits.max_connections,
+        },
     )
     while "stop" not in pending:
         wake.wait()

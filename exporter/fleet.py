@@ -43,8 +43,15 @@ class PollerSettings:
 
     @classmethod
     def of(cls, connection: ConnectionConfig, config: Config) -> PollerSettings:
-        return cls(connection, config.poll_interval, config.request_timeout, config.retry, config.login_backoff,
-                   config.max_login_refusals, config.max_response_size)
+        return cls(
+            connection,
+            config.poll_interval,
+            config.request_timeout,
+            config.retry,
+            config.login_backoff,
+            config.max_login_refusals,
+            config.max_response_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,7 @@ class ApplyResult:
 class Fleet:
     """One poller per connection of the current Config. `statuses` may be called from any thread."""
 
-    def __init__(self, config: Config, make_client: ClientFactory,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, make_client: ClientFactory, clock: Callable[[], float] = time.time) -> None:
         self._make_client = make_client
         self._clock = clock
         self._lock = threading.Lock()  # one apply or stop at a time

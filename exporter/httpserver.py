@@ -83,8 +83,14 @@ DEFAULT_LIMITS = ServerLimits()
 class HTTPServer:
     """Serves `handler` on `address` with `limits`; `tls()` gives each new connection its TLS settings."""
 
-    def __init__(self, address: tuple[str, int], handler: Handler, limits: ServerLimits = DEFAULT_LIMITS,
-                 tls: Callable[[], TLSSettings | None] = lambda: None, server_name: str = "") -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: Handler,
+        limits: ServerLimits = DEFAULT_LIMITS,
+        tls: Callable[[], TLSSettings | None] = lambda: None,
+        server_name: str = "",
+    ) -> None:
         self._handler = handler
         self._limits = limits
         self._tls = tls
@@ -137,8 +143,10 @@ class HTTPServer:
                 if exc.errno in _OUT_OF_DESCRIPTORS:
                     # The connection stays in the backlog; it is taken once descriptors free up.
                     if not backoff:
-                        log.warning("cannot accept connections: out of file descriptors; pausing accept",
-                                    extra={"error": exc.strerror or str(exc)})
+                        log.warning(
+                            "cannot accept connections: out of file descriptors; pausing accept",
+                            extra={"error": exc.strerror or str(exc)},
+                        )
                     backoff = min(_ACCEPT_BACKOFF[1], max(_ACCEPT_BACKOFF[0], backoff * 2))
                     self._stopping.wait(backoff)
                 elif exc.errno not in _ACCEPT_RETRY_ERRNOS and not self._stopping.is_set():
@@ -173,8 +181,10 @@ class HTTPServer:
         if victim is not None:
             _shutdown(victim.sock)
         if warn:
-            log.warning("connection limit reached: closing the oldest idle connections to make room",
-                        extra={"max_connections": cap, "closed_since_last_warning": closed})
+            log.warning(
+                "connection limit reached: closing the oldest idle connections to make room",
+                extra={"max_connections": cap, "closed_since_last_warning": closed},
+            )
         with self._lock:
             self._lock.wait_for(lambda: len(self._connections) < cap, _STOP_CHECK_SECONDS)
         return False
@@ -224,8 +234,10 @@ class HTTPServer:
         except (OSError, ssl.SSLError) as exc:
             log.debug("connection failed", extra={"client": connection.client, "error": str(exc)})
         except Exception as exc:  # a bug of ours: the log says so in its format, not a bare traceback on stderr
-            log.error("connection failed on an unexpected error", extra={"client": connection.client,
-                                                                          "error": type(exc).__name__})
+            log.error(
+                "connection failed on an unexpected error",
+                extra={"client": connection.client, "error": type(exc).__name__},
+            )
         finally:
             self._forget(connection)
             connection.sock.close()
@@ -266,8 +278,9 @@ class HTTPServer:
             log.exception("handling a request failed", extra={"client": client})
             return Response(HTTPStatus.INTERNAL_SERVER_ERROR, (b"Internal error; see the exporter's log.\n",)), False
         if request.method == "HEAD":
-            response = Response(response.status, (), (*response.headers, ("Content-Length", str(response.length))),
-                                response.close)
+            response = Response(
+                response.status, (), (*response.headers, ("Content-Length", str(response.length))), response.close
+            )
         return response, keep_alive and not response.close
 
     def _send(self, sock: socket.socket, response: Response, keep_alive: bool) -> None:

@@ -95,8 +95,10 @@ class PollPart(Generic[Row]):
             self._snapshot = Snapshot(result.rows, time.time())
             self._up = True
             self._last_error = None
-        log.info(f"{self._what} succeeded", extra={"connection": connection, self._rows_key: len(result.rows),
-                                                     "pages": result.pages})
+        log.info(
+            f"{self._what} succeeded",
+            extra={"connection": connection, self._rows_key: len(result.rows), "pages": result.pages},
+        )
         return True
 
     def _failed(self, connection: str, reason: str, message: str, bug: Exception | None = None) -> None:
@@ -104,8 +106,9 @@ class PollPart(Generic[Row]):
             self._up = False
             self._failures[reason] += 1
             self._last_error = message
-        log.warning(f"{self._what} failed", extra={"connection": connection, "reason": reason, "error": message},
-                    exc_info=bug)
+        log.warning(
+            f"{self._what} failed", extra={"connection": connection, "reason": reason, "error": message}, exc_info=bug
+        )
 
 
 class Poller:
@@ -118,7 +121,9 @@ class Poller:
         self._polls = 0
         self._last_duration: float | None = None
         self._accounts: PollPart[AccountBalance] = PollPart("poll", "accounts", self._lock)
-        self._cards: PollPart[CardBalance] | None = PollPart("card poll", "cards", self._lock) if client.connection.cards else None
+        self._cards: PollPart[CardBalance] | None = (
+            PollPart("card poll", "cards", self._lock) if client.connection.cards else None
+        )
         self._thread = threading.Thread(target=self._run, name=f"poller-{self.name}", daemon=True)
 
     def start(self) -> None:

@@ -26,8 +26,9 @@ log = logging.getLogger("exporter.reload")
 class Reloader(Collector):
     """Applies a freshly read Config to the pollers and the exposition; one reload at a time."""
 
-    def __init__(self, load: Callable[[], Config], fleet: Fleet, exposition: Exposition,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, load: Callable[[], Config], fleet: Fleet, exposition: Exposition, clock: Callable[[], float] = time.time
+    ) -> None:
         self._load = load
         self._fleet = fleet
         self._exposition = exposition
@@ -47,12 +48,22 @@ class Reloader(Collector):
                 raise
             self._exposition.replace_config(config)
             self._state = (True, self._clock())
-        log.info("config reloaded", extra={name: ",".join(getattr(result, name)) or "-"
-                                           for name in ("kept", "restarted", "started", "stopped")})
+        log.info(
+            "config reloaded",
+            extra={
+                name: ",".join(getattr(result, name)) or "-" for name in ("kept", "restarted", "started", "stopped")
+            },
+        )
 
     def collect(self) -> Iterable[Metric]:
         successful, at = self._state
-        yield GaugeMetricFamily("ibanera_config_last_reload_successful",
-                                "1 if the last reload of the configuration file succeeded, else 0.", value=int(successful))
-        yield GaugeMetricFamily("ibanera_config_last_reload_success_timestamp_seconds",
-                                "Unix time of the last successful configuration load (start-up or reload).", value=at)
+        yield GaugeMetricFamily(
+            "ibanera_config_last_reload_successful",
+            "1 if the last reload of the configuration file succeeded, else 0.",
+            value=int(successful),
+        )
+        yield GaugeMetricFamily(
+            "ibanera_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (start-up or reload).",
+            value=at,
+        )

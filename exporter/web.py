@@ -80,7 +80,9 @@ class _App:
     def __call__(self, request: Request) -> Response:
         config = self._web_config.current().config if self._web_config else NO_WEB_CONFIG
         response = self._route(request, config)
-        return Response(response.status, response.body, response.headers + tuple(config.headers.items()), response.close)
+        return Response(
+            response.status, response.body, response.headers + tuple(config.headers.items()), response.close
+        )
 
     def _route(self, request: Request, config: WebConfig) -> Response:
         context = self._context
@@ -88,8 +90,11 @@ class _App:
         users = config.basic_auth_users
         # /-/healthy stays open for liveness probes, which carry no credentials.
         if users and path != "/-/healthy" and not self._basic_auth.check(users, request.headers.get("authorization")):
-            return _text(HTTPStatus.UNAUTHORIZED, "Unauthorized.\n",
-                         ("WWW-Authenticate", 'Basic realm="ibanera-exporter", charset="UTF-8"'))
+            return _text(
+                HTTPStatus.UNAUTHORIZED,
+                "Unauthorized.\n",
+                ("WWW-Authenticate", 'Basic realm="ibanera-exporter", charset="UTF-8"'),
+            )
         if path == "/-/reload":
             if request.method != "POST":
                 return _text(HTTPStatus.METHOD_NOT_ALLOWED, "Only POST reloads the configuration.\n", ("Allow", "POST"))
@@ -100,8 +105,9 @@ class _App:
         if path == context.telemetry_path:
             return self._metrics(request)
         if path == "/":
-            return Response(HTTPStatus.OK, (_landing_page(context).encode(),),
-                            (("Content-Type", "text/html; charset=utf-8"),))
+            return Response(
+                HTTPStatus.OK, (_landing_page(context).encode(),), (("Content-Type", "text/html; charset=utf-8"),)
+            )
         if path == "/-/healthy":
             return _text(HTTPStatus.OK, "Healthy.\n")
         if path == "/-/ready":
@@ -124,7 +130,9 @@ class _App:
         _, content_type = choose_encoder(request.headers.get("accept", ""))
         gzipped = gzip_accepted(request.headers.get("accept-encoding", ""))
         try:
-            body = self._context.exposition.render_parts(content_type.startswith("application/openmetrics-text"), gzipped)
+            body = self._context.exposition.render_parts(
+                content_type.startswith("application/openmetrics-text"), gzipped
+            )
         except Exception:  # a bug in a collector: answer 500 rather than half an exposition
             log.exception("building the metrics failed")
             return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error building the metrics; see the exporter's log.\n")
@@ -160,8 +168,14 @@ def _landing_page(context: WebContext) -> str:
             "<tr>"
             + "".join(
                 f"<td>{html.escape(cell)}</td>"
-                for cell in (status.name, "up" if status.accounts.up else "down", last_success, accounts, cards,
-                             status.accounts.last_error or "")
+                for cell in (
+                    status.name,
+                    "up" if status.accounts.up else "down",
+                    last_success,
+                    accounts,
+                    cards,
+                    status.accounts.last_error or "",
+                )
             )
             + "</tr>"
         )
@@ -182,8 +196,13 @@ def _landing_page(context: WebContext) -> str:
 
 
 class WebServer:
-    def __init__(self, address: tuple[str, int], context: WebContext, web_config: WebConfigWatcher | None = None,
-                 limits: ServerLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        context: WebContext,
+        web_config: WebConfigWatcher | None = None,
+        limits: ServerLimits = DEFAULT_LIMITS,
+    ) -> None:
         self._web_config = web_config
         self._server = HTTPServer(address, _App(context, web_config), limits, self._tls, "ibanera-exporter")
 

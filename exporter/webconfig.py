@@ -43,8 +43,12 @@ MAX_WEB_CONFIG_BYTES = 1024 * 1024
 # every check of an unknown user fail with an error instead of a 401. Cost 4 to 17 (what
 # htpasswd -B -C accepts): each step doubles the CPU of a check, and at 31 one would take hours.
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|1[0-7])\$[./A-Za-z0-9]{53}")
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 # The exporter-toolkit's allow-list, with the values it accepts where it restricts them.
 ALLOWED_HEADERS = {
     "Content-Security-Policy": None,
@@ -53,8 +57,15 @@ ALLOWED_HEADERS = {
     "X-XSS-Protection": None,
     "Strict-Transport-Security": None,
 }
-_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "client_allowed_sans",
-             "min_version", "max_version"}
+_TLS_KEYS = {
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "client_allowed_sans",
+    "min_version",
+    "max_version",
+}
 _UNSUPPORTED_TLS_KEYS = {
     "cert": "put the certificate in a file and use cert_file",
     "key": "put the key in a file and use key_file",
@@ -132,11 +143,15 @@ def _tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
         raise WebConfigError(f"{source}: tls_server_config: cert_file and key_file are both required")
     auth_type = data.get("client_auth_type", "NoClientCert")
     if auth_type in UNSUPPORTED_CLIENT_AUTH:
-        raise WebConfigError(f"{source}: tls_server_config.client_auth_type: {auth_type} accepts unverified client "
-                             "certificates, which this exporter does not do; use RequireAndVerifyClientCert")
+        raise WebConfigError(
+            f"{source}: tls_server_config.client_auth_type: {auth_type} accepts unverified client "
+            "certificates, which this exporter does not do; use RequireAndVerifyClientCert"
+        )
     if auth_type not in CLIENT_AUTH_TYPES:
-        raise WebConfigError(f"{source}: tls_server_config.client_auth_type: expected one of "
-                             f"{', '.join(CLIENT_AUTH_TYPES)}, got {auth_type!r}")
+        raise WebConfigError(
+            f"{source}: tls_server_config.client_auth_type: expected one of "
+            f"{', '.join(CLIENT_AUTH_TYPES)}, got {auth_type!r}"
+        )
     client_ca = path("client_ca_file")
     if auth_type != "NoClientCert" and client_ca is None:
         raise WebConfigError(f"{source}: tls_server_config.client_ca_file: required with client_auth_type {auth_type}")
@@ -144,12 +159,16 @@ def _tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
     if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans):
         raise WebConfigError(f"{source}: tls_server_config.client_allowed_sans: expected a list of strings")
     if sans and auth_type != "RequireAndVerifyClientCert":
-        raise WebConfigError(f"{source}: tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert")
+        raise WebConfigError(
+            f"{source}: tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert"
+        )
     versions = []
     for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         version = data.get(key, default)
         if version not in TLS_VERSIONS:
-            raise WebConfigError(f"{source}: tls_server_config.{key}: expected one of {', '.join(TLS_VERSIONS)}, got {version!r}")
+            raise WebConfigError(
+                f"{source}: tls_server_config.{key}: expected one of {', '.join(TLS_VERSIONS)}, got {version!r}"
+            )
         versions.append(version)
     if TLS_VERSIONS[versions[0]] > TLS_VERSIONS[versions[1]]:
         raise WebConfigError(f"{source}: tls_server_config.max_version: is below min_version")
@@ -165,8 +184,10 @@ def _headers(value: object, source: str) -> dict[str, str]:
     if not isinstance(http2, bool):
         raise WebConfigError(f"{source}: http_server_config.http2: expected true or false")
     if http2:
-        raise WebConfigError(f"{source}: http_server_config.http2: not supported: this exporter serves HTTP/1.1 only "
-                             "(Prometheus scrapes over HTTP/1.1); set it to false or remove it")
+        raise WebConfigError(
+            f"{source}: http_server_config.http2: not supported: this exporter serves HTTP/1.1 only "
+            "(Prometheus scrapes over HTTP/1.1); set it to false or remove it"
+        )
     headers = _mapping(data.get("headers"), "http_server_config.headers", source)
     result = {}
     for name, text in headers.items():
@@ -195,7 +216,9 @@ def _users(value: object, source: str) -> dict[str, bytes]:
             raise WebConfigError(f"{source}: basic_auth_users: user names must be non-empty and without ':'")
         if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
             # Say what is wrong without echoing it: it may be a password typed in clear.
-            raise WebConfigError(f"{source}: basic_auth_users.{user}: expected a whole bcrypt hash of cost 4 to 17 ($2y$10$..., see htpasswd -B)")
+            raise WebConfigError(
+                f"{source}: basic_auth_users.{user}: expected a whole bcrypt hash of cost 4 to 17 ($2y$10$..., see htpasswd -B)"
+            )
         result[user] = hashed.encode()
     return result
 
@@ -211,15 +234,19 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
             read_small_file(Path(file), MAX_CA_FILE_BYTES)
         context.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as exc:
-        raise WebConfigError(f"{source}: tls_server_config: cannot load {tls.cert_file} and {tls.key_file}: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        raise WebConfigError(
+            f"{source}: tls_server_config: cannot load {tls.cert_file} and {tls.key_file}: "
+            f"{getattr(exc, 'strerror', None) or exc}"
+        ) from None
     context.verify_mode = CLIENT_AUTH_TYPES[tls.client_auth_type]
     if tls.client_ca_file is not None:
         try:
             context.load_verify_locations(cadata=read_pem_bundle(Path(tls.client_ca_file)))
         except (OSError, ssl.SSLError) as exc:
-            raise WebConfigError(f"{source}: tls_server_config.client_ca_file: cannot load {tls.client_ca_file}: "
-                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise WebConfigError(
+                f"{source}: tls_server_config.client_ca_file: cannot load {tls.client_ca_file}: "
+                f"{getattr(exc, 'strerror', None) or exc}"
+            ) from None
     return context
 
 
@@ -307,8 +334,9 @@ class WebConfigWatcher:
             loaded = load_web_config(self._path)
             reason = weakening(self._loaded.config, loaded.config)
             if reason:
-                raise WebConfigError(f"{self._path}: {reason}; turning TLS, basic auth or client certificate checks "
-                                     "off needs a restart")
+                raise WebConfigError(
+                    f"{self._path}: {reason}; turning TLS, basic auth or client certificate checks off needs a restart"
+                )
         except WebConfigError as exc:
             self._retry_at = time.monotonic() + self.RETRY_SECONDS
             if log_again or str(exc) != self._refusal:  # the retries repeat nothing already said
@@ -342,7 +370,9 @@ class BasicAuth:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._good: OrderedDict[bytes, None] = OrderedDict()  # only successes: a cache of failures would speed up guessing
+        self._good: OrderedDict[bytes, None] = (
+            OrderedDict()
+        )  # only successes: a cache of failures would speed up guessing
         self._dummies: dict[bytes, bytes] = {}
 
     def check(self, users: Mapping[str, bytes], header: str | None) -> bool:

@@ -53,7 +53,9 @@ class FakeClock:
 
 def account(id: int, asset: str = "USD", total="100.00", available=None, pending="0", suppressed=False) -> SimAccount:
     total = Decimal(total)
-    return SimAccount(id, asset, total, Decimal(available) if available is not None else total, Decimal(pending), suppressed)
+    return SimAccount(
+        id, asset, total, Decimal(available) if available is not None else total, Decimal(pending), suppressed
+    )
 
 
 def connection_for(simulator: Simulator, **overrides) -> ConnectionConfig:
@@ -178,8 +180,9 @@ class Running:
     """The console script as a daemon on a free port, found through its 'listening' log line."""
 
     def __init__(self, *args: str, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen([SCRIPT, "--web.listen-address", "127.0.0.1:0", *args],
-                                     stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [SCRIPT, "--web.listen-address", "127.0.0.1:0", *args], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
         self.lines: list[str] = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

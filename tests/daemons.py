@@ -78,10 +78,18 @@ class Prometheus(Daemon):
     def __init__(self, binary: str, work: Path, config: dict[str, Any]) -> None:
         (work / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
-        super().__init__("prometheus", [
-            binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-        ], work, port)
+        super().__init__(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            work,
+            port,
+        )
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         body = self.http.get("/api/v1/query", params={"query": expr}).json()
@@ -96,12 +104,19 @@ class Alertmanager(Daemon):
     def __init__(self, binary: str, work: Path, config: dict[str, Any]) -> None:
         (work / "alertmanager.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()
-        super().__init__("alertmanager", [
-            binary, f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'alertmanager'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",  # no gossip port: one instance, on loopback only
-            "--log.level=warn",
-        ], work, self.port)
+        super().__init__(
+            "alertmanager",
+            [
+                binary,
+                f"--config.file={work / 'alertmanager.yml'}",
+                f"--storage.path={work / 'alertmanager'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # no gossip port: one instance, on loopback only
+                "--log.level=warn",
+            ],
+            work,
+            self.port,
+        )
 
     def alerts(self, name: str) -> list[dict[str, Any]]:
         """The alerts Alertmanager holds, with their status: active, or suppressed (inhibitedBy ...)."""
@@ -117,8 +132,13 @@ class Notification:
     received_at: float  # time.monotonic()
 
     def alerts(self, name: str, status: str, **labels: str) -> list[dict[str, Any]]:
-        return [a for a in self.payload["alerts"] if a["labels"]["alertname"] == name and a["status"] == status
-                and all(a["labels"].get(k) == v for k, v in labels.items())]
+        return [
+            a
+            for a in self.payload["alerts"]
+            if a["labels"]["alertname"] == name
+            and a["status"] == status
+            and all(a["labels"].get(k) == v for k, v in labels.items())
+        ]
 
 
 class Webhook:
@@ -152,8 +172,9 @@ class Webhook:
         with self._changed:
             return list(self._received)
 
-    def wait_for(self, matches: Callable[[Notification], bool], what: str, timeout: float = 60,
-                 since: int = 0) -> Notification:
+    def wait_for(
+        self, matches: Callable[[Notification], bool], what: str, timeout: float = 60, since: int = 0
+    ) -> Notification:
         """The first notification from the `since`-th on that `matches`."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -163,7 +184,10 @@ class Webhook:
                     return found
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    seen = [(n.receiver, n.payload["status"], [a["labels"] for a in n.payload["alerts"]]) for n in self._received]
+                    seen = [
+                        (n.receiver, n.payload["status"], [a["labels"] for a in n.payload["alerts"]])
+                        for n in self._received
+                    ]
                     raise AssertionError(f"no notification {what} within {timeout}s; received: {seen}")
                 self._changed.wait(left)
 

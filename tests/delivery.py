@@ -74,18 +74,28 @@ class Delivery:
             stops.append(webhook.stop)
             alertmanager = Alertmanager(alertmanager_binary, work, local_alertmanager_config(webhook.url))
             stops.append(alertmanager.stop)
-            stack = build_stack(FakeClock(), [account(PAYROLL, "USD", "248500.00"), account(1002, "EUR", "98000.50")],
-                                connections=({"accounts": ACCOUNTS},),
-                                config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000")}})
+            stack = build_stack(
+                FakeClock(),
+                [account(PAYROLL, "USD", "248500.00"), account(1002, "EUR", "98000.50")],
+                connections=({"accounts": ACCOUNTS},),
+                config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000")}},
+            )
             stops.append(stack.close)
             stack.start_polling()
-            prometheus = Prometheus(prometheus_binary, work, {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(fast_rules(path, work)) for path in RULE_FILES],
-                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager.port}"]}]}]},
-                "scrape_configs": [{"job_name": "ibanera",
-                                    "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}],
-            })
+            prometheus = Prometheus(
+                prometheus_binary,
+                work,
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(fast_rules(path, work)) for path in RULE_FILES],
+                    "alerting": {
+                        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager.port}"]}]}]
+                    },
+                    "scrape_configs": [
+                        {"job_name": "ibanera", "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}
+                    ],
+                },
+            )
             stops.append(prometheus.stop)
         except BaseException:
             for stop in reversed(stops):

@@ -28,11 +28,16 @@ class Received:
 Script = Callable[[Received, socket.socket], None]
 
 
-def reply(sock: socket.socket, status: int, body: bytes, headers: dict[str, str] | None = None,
-          date: float | None = None) -> None:
+def reply(
+    sock: socket.socket, status: int, body: bytes, headers: dict[str, str] | None = None, date: float | None = None
+) -> None:
     """An ordinary HTTP/1.1 answer with a Content-Length."""
-    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", "Content-Type: application/json",
-            f"Date: {formatdate(time.time() if date is None else date, usegmt=True)}"]
+    head = [
+        f"HTTP/1.1 {status} X",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+        f"Date: {formatdate(time.time() if date is None else date, usegmt=True)}",
+    ]
     head += [f"{name}: {value}" for name, value in (headers or {}).items()]
     sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
@@ -41,17 +46,22 @@ def envelope(details: object, **extra: object) -> bytes:
     return json.dumps({"id": 0, "details": details, "status": "1", "errors": [], **extra}).encode()
 
 
-def good_login(sock: socket.socket, token: object = "good-token", expires_in: object = 3600,
-               date: float | None = None) -> None:
+def good_login(
+    sock: socket.socket, token: object = "good-token", expires_in: object = 3600, date: float | None = None
+) -> None:
     reply(sock, 200, envelope({"accessToken": token, "expiresIn": expires_in}), date=date)
 
 
 def one_account(total: str = "100.00") -> bytes:
     """A page with account 1 in USD, `total` written as a JSON number, exactly as given."""
-    row = (f'{{"id": 1, "asset": "USD", "totalBalance": {total}, "availableBalance": {total}, '
-           f'"pendingBalance": 0, "bSuppressed": false}}')
-    return (f'{{"id": 0, "status": "1", "errors": [], "details": [{row}], '
-            f'"pageSize": 10, "pageNumber": 1, "numberOfPages": 1}}').encode()
+    row = (
+        f'{{"id": 1, "asset": "USD", "totalBalance": {total}, "availableBalance": {total}, '
+        f'"pendingBalance": 0, "bSuppressed": false}}'
+    )
+    return (
+        f'{{"id": 0, "status": "1", "errors": [], "details": [{row}], '
+        f'"pageSize": 10, "pageNumber": 1, "numberOfPages": 1}}'
+    ).encode()
 
 
 @dataclass
@@ -129,7 +139,7 @@ def drip(sock: socket.socket, data: bytes, every: float, record: list[int]) -> N
 # Ways for a balances reply to fail, one stage of reading it after another.
 STAGES: dict[str, Callable[[socket.socket], None]] = {
     "headers": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Le"),
-    "body": lambda sock: sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"status\": \"1\""),
+    "body": lambda sock: sock.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"status": "1"'),
     "json": lambda sock: reply(sock, 200, b"{not json"),
     "row": lambda sock: reply(sock, 200, envelope([{"id": 1, "asset": "USD"}])),
     "date": lambda sock: reply(sock, 200, one_account(), {"Date": "Tue, 24 Nov 99999999999999999999 10:00:00 GMT"}),
@@ -139,6 +149,7 @@ STAGES: dict[str, Callable[[socket.socket], None]] = {
 
 def staged(stage: dict[str, str]) -> Script:
     """Logins succeed; balances fail at STAGES[stage["now"]], or succeed while it is "good"."""
+
     def serve(request: Received, sock: socket.socket) -> None:
         if "auth/login" in request.path:
             good_login(sock)
@@ -148,6 +159,7 @@ def staged(stage: dict[str, str]) -> Script:
             STAGES[stage["now"]](sock)
             if stage["now"] in ("headers", "body"):
                 sock.shutdown(socket.SHUT_RDWR)  # the peer leaves mid-reply
+
     return serve
 
 

@@ -12,11 +12,14 @@ from test_config import MINIMAL, error_of, load
 from exporter.config import AccountConfig, Config, ConnectionConfig, Secret
 from exporter.metrics import HealthCollector
 
-WITH_ACCOUNTS = MINIMAL + """    accounts:
+WITH_ACCOUNTS = (
+    MINIMAL
+    + """    accounts:
       1001: {name: Payroll USD, low_available_balance: 50000}
       "1002": {name: 'Suppliers "EU"'}
       1003: {low_available_balance: 0.5}
 """
+)
 
 
 def test_accounts_by_numeric_or_quoted_id(tmp_path):
@@ -68,18 +71,31 @@ NAMES = {
 
 
 def families(stack) -> dict:
-    return {key: value for key, value in stack.metrics().items() if key[0].startswith("ibanera_account_")
-            and key[0] != "ibanera_account_suppressed"}
+    return {
+        key: value
+        for key, value in stack.metrics().items()
+        if key[0].startswith("ibanera_account_") and key[0] != "ibanera_account_suppressed"
+    }
 
 
 def test_names_and_floors_are_exported(make_stack):
     stack = make_stack([account(1001), account(1002), account(1003)], connections=[{"accounts": NAMES}])
     stack.poll()
     assert families(stack) == {
-        ("ibanera_account_info", frozenset({"connection": "c0", "asset_account_id": "1001", "name": "Payroll USD"}.items())): 1.0,
-        ("ibanera_account_info", frozenset({"connection": "c0", "asset_account_id": "1002",
-                                            "name": 'Back\\slash "quoted" – Zürich'}.items())): 1.0,
-        ("ibanera_account_low_threshold", frozenset({"connection": "c0", "asset_account_id": "1001"}.items())): 50000.25,
+        (
+            "ibanera_account_info",
+            frozenset({"connection": "c0", "asset_account_id": "1001", "name": "Payroll USD"}.items()),
+        ): 1.0,
+        (
+            "ibanera_account_info",
+            frozenset(
+                {"connection": "c0", "asset_account_id": "1002", "name": 'Back\\slash "quoted" – Zürich'}.items()
+            ),
+        ): 1.0,
+        (
+            "ibanera_account_low_threshold",
+            frozenset({"connection": "c0", "asset_account_id": "1001"}.items()),
+        ): 50000.25,
         ("ibanera_account_low_threshold", frozenset({"connection": "c0", "asset_account_id": "1003"}.items())): 0.0,
     }
 
@@ -91,7 +107,9 @@ def test_without_an_accounts_map_nothing_is_exported(make_stack):
 
 
 def test_an_unknown_account_id_is_warned_about_once(make_stack, caplog):
-    stack = make_stack([account(1001)], connections=[{"accounts": {1001: AccountConfig(name="A"), 4242: AccountConfig(name="B")}}])
+    stack = make_stack(
+        [account(1001)], connections=[{"accounts": {1001: AccountConfig(name="A"), 4242: AccountConfig(name="B")}}]
+    )
     with caplog.at_level(logging.WARNING, logger="exporter.metrics"):
         for _ in range(3):
             stack.poll()

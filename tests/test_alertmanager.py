@@ -23,8 +23,9 @@ ALERT_NAMES = {rule["alert"] for group in alert_groups() for rule in group["rule
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([required_tool("amtool", "prometheus-alertmanager"), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [required_tool("amtool", "prometheus-alertmanager"), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_amtool_check_config_passes():
@@ -34,8 +35,15 @@ def test_amtool_check_config_passes():
 
 @pytest.mark.parametrize("severity, receiver", [("critical", "pager"), ("warning", "chat"), ("info", "ticket")])
 def test_each_severity_goes_to_its_receiver(severity, receiver):
-    result = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
-                    "alertname=IbaneraBalanceLow", "connection=treasury", f"severity={severity}")
+    result = amtool(
+        "config",
+        "routes",
+        "test",
+        f"--config.file={ALERTMANAGER_CONFIG}",
+        "alertname=IbaneraBalanceLow",
+        "connection=treasury",
+        f"severity={severity}",
+    )
     assert result.returncode == 0 and result.stdout.strip() == receiver, result.stdout + result.stderr
 
 
@@ -52,8 +60,11 @@ def test_the_inhibitions_name_only_alerts_that_exist():
 
 @pytest.fixture
 def delivery(tmp_path):
-    running = Delivery.start(tmp_path, required_tool("prometheus", "prometheus"),
-                             required_tool("prometheus-alertmanager", "prometheus-alertmanager"))
+    running = Delivery.start(
+        tmp_path,
+        required_tool("prometheus", "prometheus"),
+        required_tool("prometheus-alertmanager", "prometheus-alertmanager"),
+    )
     try:
         yield running
     finally:
@@ -72,11 +83,18 @@ def test_a_drained_account_is_delivered_firing_then_resolved(delivery):
     assert firing.payload["groupLabels"] == {"alertname": "IbaneraBalanceLow", "connection": "c0"}
     (alert,) = low("firing")(firing)
     assert {k: v for k, v in alert["labels"].items() if k != "instance"} == {
-        "alertname": "IbaneraBalanceLow", "severity": "warning", "job": "ibanera", "connection": "c0",
-        "asset_account_id": "1001", "asset": "USD", "name": "Payroll USD",
+        "alertname": "IbaneraBalanceLow",
+        "severity": "warning",
+        "job": "ibanera",
+        "connection": "c0",
+        "asset_account_id": "1001",
+        "asset": "USD",
+        "name": "Payroll USD",
     }
     assert alert["annotations"]["summary"] == "Ibanera Payroll USD (1001) on c0 is below its low-balance floor."
-    assert alert["annotations"]["description"].startswith("Available USD on Payroll USD (1001) (c0) is 20k, below its floor")
+    assert alert["annotations"]["description"].startswith(
+        "Available USD on Payroll USD (1001) (c0) is 20k, below its floor"
+    )
 
     set_available(delivery.stack, PAYROLL, "60000")
     resolved = delivery.webhook.wait_for(low("resolved"), "with IbaneraBalanceLow resolved for Payroll USD")
@@ -90,8 +108,9 @@ def test_while_the_data_is_stale_the_low_balance_alert_is_held_back(delivery):
 
     # Every poll from now on is refused: the balances freeze at their last good values.
     delivery.stack.simulator.inject(Fault("status0", "balances", message_code="Maintenance"), times=1_000_000)
-    stale = delivery.webhook.wait_for(lambda n: n.alerts("IbaneraDataStale", "firing", connection="c0"),
-                                      "with IbaneraDataStale firing for c0")
+    stale = delivery.webhook.wait_for(
+        lambda n: n.alerts("IbaneraDataStale", "firing", connection="c0"), "with IbaneraDataStale firing for c0"
+    )
     assert stale.receiver == "pager"  # severity critical
 
     def held_back():

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "exporter"
 def _rooms() -> dict[str, set[str] | None]:
     """Module path (as in the table: `api/session.py`, `simulator/`) -> allowed rooms; None: any."""
     text = (ROOT / "ARCHITECTURE.md").read_text()
-    table = text[text.index("| module | holds | may import |"):]
+    table = text[text.index("| module | holds | may import |") :]
     rooms: dict[str, set[str] | None] = {}
     for line in table.splitlines()[2:]:
         if not line.startswith("|"):

@@ -13,8 +13,12 @@ import httpx
 import pytest
 from conftest import ROOT, SCRIPT, Running, samples
 
-ENV = {**os.environ, "IBANERA_USERNAME": "alice-the-user", "IBANERA_PASSWORD": "pa55-Very-Secret",
-       "IBANERA_TOTP_SECRET": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}
+ENV = {
+    **os.environ,
+    "IBANERA_USERNAME": "alice-the-user",
+    "IBANERA_PASSWORD": "pa55-Very-Secret",
+    "IBANERA_TOTP_SECRET": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+}
 SECRETS = [ENV["IBANERA_PASSWORD"], ENV["IBANERA_TOTP_SECRET"]]
 
 
@@ -28,10 +32,22 @@ def test_demo_end_to_end_then_sigterm():
         assert httpx.get(exporter.url + "/-/healthy").status_code == 200
         exporter.wait_ready()
         metrics = samples(httpx.get(exporter.url + "/metrics").text)
-        accounts = {dict(labels)["asset_account_id"]: v for (n, labels), v in metrics.items() if n == "ibanera_account_suppressed"}
+        accounts = {
+            dict(labels)["asset_account_id"]: v
+            for (n, labels), v in metrics.items()
+            if n == "ibanera_account_suppressed"
+        }
         assert len(accounts) == 7 and accounts["1003"] == 1.0
         assert metrics[("ibanera_up", frozenset({("connection", "demo")}))] == 1
-        assert metrics[("ibanera_total_balance", frozenset({("connection", "demo"), ("asset_account_id", "1005"), ("asset", "BTC")}))] > 0
+        assert (
+            metrics[
+                (
+                    "ibanera_total_balance",
+                    frozenset({("connection", "demo"), ("asset_account_id", "1005"), ("asset", "BTC")}),
+                )
+            ]
+            > 0
+        )
         page = httpx.get(exporter.url + "/").text
         assert "<td>demo</td><td>up</td>" in page and "<td>up, 4 cards</td>" in page
     finally:
@@ -72,11 +88,23 @@ def test_config_check_on_the_shipped_config():
 @pytest.mark.parametrize(
     "config, says",
     [
-        ("connections: [{name: x, username: u, password: p, totp_secret: JBSWY3DP, colour: red}]", "connections[0].colour: unknown key"),
+        (
+            "connections: [{name: x, username: u, password: p, totp_secret: JBSWY3DP, colour: red}]",
+            "connections[0].colour: unknown key",
+        ),
         ("connections: [{name: x, username: u, password: p}]", "connections[0].totp_secret: is required"),
-        ("connections: [{name: x, username: u, password_file: /nonexistent, totp_secret: JBSWY3DP}]", "connections[0].password_file: cannot read /nonexistent"),
-        ("connections: [{name: x, username: u, password: '${IBANERA_PASSWORD}', totp_secret: 'pa55-Very-Secret'}]", "connections[0].totp_secret: the TOTP secret is not valid base32"),
-        ("poll_interval: often\nconnections: [{name: x, username: u, password: p, totp_secret: JBSWY3DP}]", "poll_interval: expected a duration"),
+        (
+            "connections: [{name: x, username: u, password_file: /nonexistent, totp_secret: JBSWY3DP}]",
+            "connections[0].password_file: cannot read /nonexistent",
+        ),
+        (
+            "connections: [{name: x, username: u, password: '${IBANERA_PASSWORD}', totp_secret: 'pa55-Very-Secret'}]",
+            "connections[0].totp_secret: the TOTP secret is not valid base32",
+        ),
+        (
+            "poll_interval: often\nconnections: [{name: x, username: u, password: p, totp_secret: JBSWY3DP}]",
+            "poll_interval: expected a duration",
+        ),
     ],
 )
 def test_config_errors_are_one_clear_line_and_exit_2(tmp_path, config, says):
@@ -117,8 +145,16 @@ def test_a_port_in_use_is_a_clear_error():
 def test_version_and_help():
     assert re.match(r"ibanera-exporter, version \d+\.\d+\.\d+ \(python 3", run("--version").stdout)
     help_text = run("--help").stdout
-    for flag in ["--config.file", "--web.listen-address", "--web.telemetry-path", "--log.level", "--log.format",
-                 "--config.check", "--demo", "--version"]:
+    for flag in [
+        "--config.file",
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--log.level",
+        "--log.format",
+        "--config.check",
+        "--demo",
+        "--version",
+    ]:
         assert flag in help_text
 
 
@@ -144,14 +180,18 @@ sys.exit(cli.main(sys.argv[1:] + ["--web.listen-address", "127.0.0.1:0"]))
 """
 
 
-@pytest.mark.parametrize("args, loaded", [
-    (("--config.file", "config.yaml"), False),
-    # The same probe sees them when they are loaded: it would notice an eager import.
-    (("--demo",), True),
-])
+@pytest.mark.parametrize(
+    "args, loaded",
+    [
+        (("--config.file", "config.yaml"), False),
+        # The same probe sees them when they are loaded: it would notice an eager import.
+        (("--demo",), True),
+    ],
+)
 def test_the_daemon_loads_the_simulator_and_pyotp_only_under_demo(args, loaded):
-    result = subprocess.run([sys.executable, "-c", _LOADED_AT_START, *args], capture_output=True, text=True,
-                            env=ENV, timeout=30, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED_AT_START, *args], capture_output=True, text=True, env=ENV, timeout=30, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
     modules = set(json.loads(result.stdout))
     if loaded:

@@ -118,7 +118,9 @@ def test_pagination_without_numberOfPages_stops_on_a_short_page(clock, make_clie
 
 
 def test_a_server_that_caps_pageSize_is_followed_not_cut_short(clock, make_client):
-    with Simulator([account(i) for i in range(1, 26)], clock=clock, report_number_of_pages=False, max_page_size=5) as sim:
+    with Simulator(
+        [account(i) for i in range(1, 26)], clock=clock, report_number_of_pages=False, max_page_size=5
+    ) as sim:
         assert ids(make_client(sim, page_size=10).fetch_balances()) == list(range(1, 26))
 
 
@@ -130,9 +132,11 @@ def test_max_pages_guards_against_a_server_that_never_ends(clock, make_client):
 
 
 def test_amounts_keep_every_digit(clock, make_client):
-    rows = [account(1, "BTC", total="0.00000001", pending="0.00000001", available="0"),
-            account(2, "USD", total="12345678901.23"),
-            account(3, "ETH", total="1.123456789012345678")]
+    rows = [
+        account(1, "BTC", total="0.00000001", pending="0.00000001", available="0"),
+        account(2, "USD", total="12345678901.23"),
+        account(3, "ETH", total="1.123456789012345678"),
+    ]
     with Simulator(rows, clock=clock) as sim:
         accounts = make_client(sim).fetch_balances().rows
     assert accounts[0].total == Decimal("0.00000001") and accounts[0].available == Decimal("0")
@@ -247,17 +251,22 @@ def test_ascii_secrets_work_end_to_end(clock, make_client):
         assert ids(client.fetch_balances()) == [1]
 
 
-@pytest.mark.parametrize("path, query, field", [
-    (BALANCES_PATH, "pageNumber=1&pageSize=0", "pageSize"),
-    (BALANCES_PATH, "pageNumber=x&pageSize=5", "pageNumber"),
-    (CARDS_PATH, "PageNumber=0", "PageNumber"),
-    (CARDS_PATH, "PageSize=-1", "PageSize"),
-])
+@pytest.mark.parametrize(
+    "path, query, field",
+    [
+        (BALANCES_PATH, "pageNumber=1&pageSize=0", "pageSize"),
+        (BALANCES_PATH, "pageNumber=x&pageSize=5", "pageNumber"),
+        (CARDS_PATH, "PageNumber=0", "PageNumber"),
+        (CARDS_PATH, "PageSize=-1", "PageSize"),
+    ],
+)
 def test_the_simulator_refuses_bad_paging_naming_the_parameter(simulator, make_client, clock, path, query, field):
     client = make_client(simulator)
     client.fetch_balances()  # a token
     code = totp_at(decode_secret(simulator.totp_secret_base32, "base32"), clock.now)
-    response = httpx.get(f"{simulator.url}{path}?{query}",
-                         headers={"Authorization": f"Bearer {simulator.issued_tokens[-1]}", "otp": code})
+    response = httpx.get(
+        f"{simulator.url}{path}?{query}",
+        headers={"Authorization": f"Bearer {simulator.issued_tokens[-1]}", "otp": code},
+    )
     assert response.status_code == 400
     assert response.json()["errors"] == [{"fieldName": field, "messageCode": "Invalid"}]

@@ -7,7 +7,11 @@ import pytest
 
 from exporter.config import ConfigError, RetryPolicy, Secret, load_config, parse_duration
 
-SECRET_VALUES = {"IBANERA_USERNAME": "alice-the-user", "IBANERA_PASSWORD": "pa55-Very-Secret", "IBANERA_TOTP_SECRET": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}
+SECRET_VALUES = {
+    "IBANERA_USERNAME": "alice-the-user",
+    "IBANERA_PASSWORD": "pa55-Very-Secret",
+    "IBANERA_TOTP_SECRET": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+}
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 
 MINIMAL = """
@@ -52,11 +56,16 @@ def test_defaults(tmp_path):
     config = load(tmp_path, MINIMAL)
     (connection,) = config.connections
     assert (connection.base_url, connection.page_size, connection.totp_secret_encoding) == (
-        "https://public-api.ibanera.com", 100, "base32")
+        "https://public-api.ibanera.com",
+        100,
+        "base32",
+    )
     assert config.request_timeout == 10 and config.low_available_balance == {}
 
 
-@pytest.mark.parametrize("text, seconds", [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), (45, 45), (2.5, 2.5)])
+@pytest.mark.parametrize(
+    "text, seconds", [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), (45, 45), (2.5, 2.5)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text, "poll_interval") == seconds
 
@@ -94,22 +103,74 @@ def test_dollar_dollar_is_a_literal_dollar(tmp_path):
         (("connections:", "poll_interval: soon\nconnections:"), "poll_interval", "duration"),
         (("connections:", "login_backoff: 1m\nconnections:"), "login_backoff", "at least 10m"),
         (("connections:", "retry: {max_attempts: many}\nconnections:"), "retry.max_attempts", "whole number"),
-        (("connections:", "retry: {initial_backoff: 10s, max_backoff: 1s}\nconnections:"), "retry.max_backoff", "shorter"),
+        (
+            ("connections:", "retry: {initial_backoff: 10s, max_backoff: 1s}\nconnections:"),
+            "retry.max_backoff",
+            "shorter",
+        ),
         (("    username: alice\n", ""), "connections[0].username", "required"),
-        (("password: ${IBANERA_PASSWORD}", "password: ${NOT_SET_ANYWHERE}"), "connections[0].password", "NOT_SET_ANYWHERE is not set"),
-        (("password: ${IBANERA_PASSWORD}", "password: 12345"), "connections[0].password", "expected a non-empty string, got a number"),
-        (("password: ${IBANERA_PASSWORD}", "password_file: /nonexistent/pw"), "connections[0].password_file", "cannot read /nonexistent/pw"),
-        (("password: ${IBANERA_PASSWORD}", "password: x\n    password_file: /x"), "connections[0].password", "not both"),
-        (("totp_secret: JBSWY3DPEHPK3PXP", "totp_secret: not-base-32!"), "connections[0].totp_secret", "not valid base32"),
-        (("    username: alice\n", "    username: alice\n    totp_secret_encoding: hex\n"), "connections[0].totp_secret_encoding", "base32, ascii"),
-        (("    username: alice\n", "    username: alice\n    page_size: 0\n"), "connections[0].page_size", "between 1 and 10000"),
+        (
+            ("password: ${IBANERA_PASSWORD}", "password: ${NOT_SET_ANYWHERE}"),
+            "connections[0].password",
+            "NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            ("password: ${IBANERA_PASSWORD}", "password: 12345"),
+            "connections[0].password",
+            "expected a non-empty string, got a number",
+        ),
+        (
+            ("password: ${IBANERA_PASSWORD}", "password_file: /nonexistent/pw"),
+            "connections[0].password_file",
+            "cannot read /nonexistent/pw",
+        ),
+        (
+            ("password: ${IBANERA_PASSWORD}", "password: x\n    password_file: /x"),
+            "connections[0].password",
+            "not both",
+        ),
+        (
+            ("totp_secret: JBSWY3DPEHPK3PXP", "totp_secret: not-base-32!"),
+            "connections[0].totp_secret",
+            "not valid base32",
+        ),
+        (
+            ("    username: alice\n", "    username: alice\n    totp_secret_encoding: hex\n"),
+            "connections[0].totp_secret_encoding",
+            "base32, ascii",
+        ),
+        (
+            ("    username: alice\n", "    username: alice\n    page_size: 0\n"),
+            "connections[0].page_size",
+            "between 1 and 10000",
+        ),
         (("    username: alice\n", "    username: alice\n    base_url: ftp://x\n"), "connections[0].base_url", "http"),
         (("  - name: main", "  - name: 'has space'"), "connections[0].name", "letters"),
-        (("connections:", "thresholds: {low_available_balance: {USD: lots}}\nconnections:"), "thresholds.low_available_balance.USD", "number"),
-        (("connections:", "thresholds: {low_available_card_balance: {EUR: []}}\nconnections:"), "thresholds.low_available_card_balance.EUR", "number"),
-        (("    username: alice\n", "    username: alice\n    cards: yes please\n"), "connections[0].cards", "true or false"),
-        (("    username: alice\n", "    username: alice\n    cards_holder_name_label: true\n"), "connections[0].cards_holder_name_label", "needs cards: true"),
-        (("    username: alice\n", "    username: alice\n    ca_file: /nonexistent/ca.pem\n"), "connections[0].ca_file", "cannot read"),
+        (
+            ("connections:", "thresholds: {low_available_balance: {USD: lots}}\nconnections:"),
+            "thresholds.low_available_balance.USD",
+            "number",
+        ),
+        (
+            ("connections:", "thresholds: {low_available_card_balance: {EUR: []}}\nconnections:"),
+            "thresholds.low_available_card_balance.EUR",
+            "number",
+        ),
+        (
+            ("    username: alice\n", "    username: alice\n    cards: yes please\n"),
+            "connections[0].cards",
+            "true or false",
+        ),
+        (
+            ("    username: alice\n", "    username: alice\n    cards_holder_name_label: true\n"),
+            "connections[0].cards_holder_name_label",
+            "needs cards: true",
+        ),
+        (
+            ("    username: alice\n", "    username: alice\n    ca_file: /nonexistent/ca.pem\n"),
+            "connections[0].ca_file",
+            "cannot read",
+        ),
     ],
 )
 def test_each_mistake_names_its_key_and_file(tmp_path, change, key, says):
@@ -144,7 +205,9 @@ def test_secret_that_is_mistyped_as_a_mapping_is_not_echoed(tmp_path):
 
 
 def test_cards_and_their_thresholds(tmp_path):
-    text = MINIMAL.replace("    username: alice\n", "    username: alice\n    cards: true\n    cards_holder_name_label: true\n")
+    text = MINIMAL.replace(
+        "    username: alice\n", "    username: alice\n    cards: true\n    cards_holder_name_label: true\n"
+    )
     config = load(tmp_path, text + "thresholds: {low_available_card_balance: {USD: 200.5}}\n")
     assert config.connections[0].cards and config.connections[0].cards_holder_name_label
     assert config.low_available_card_balance == {"USD": Decimal("200.5")}
@@ -195,8 +258,11 @@ def test_a_secret_file_that_is_not_a_small_regular_file_is_refused_at_once(tmp_p
 @pytest.mark.parametrize("field, value", [("name", '"main\\n"'), ("base_url", '"https://api.example\\n"')])
 def test_a_final_line_break_is_not_part_of_a_name_or_url(tmp_path, field, value):
     """A regex with `$` lets "main\\n" pass: a label and a state file name with a line break."""
-    text = MINIMAL.replace("  - name: main\n", f"  - name: main\n    {field}: {value}\n") if field == "base_url" \
+    text = (
+        MINIMAL.replace("  - name: main\n", f"  - name: main\n    {field}: {value}\n")
+        if field == "base_url"
         else MINIMAL.replace("name: main", f"name: {value}")
+    )
     assert f"connections[0].{field}" in error_of(tmp_path, text)
 
 
@@ -216,4 +282,7 @@ def test_a_ca_file_is_read_with_the_config_and_its_contents_make_the_connection(
     assert "AAAA" not in repr(first)
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n")
     assert load_config(path, environ=SECRET_VALUES).connections[0] != first
-    assert load_config(path, environ=SECRET_VALUES).connections[0] == load_config(path, environ=SECRET_VALUES).connections[0]
+    assert (
+        load_config(path, environ=SECRET_VALUES).connections[0]
+        == load_config(path, environ=SECRET_VALUES).connections[0]
+    )

@@ -37,14 +37,25 @@ def check(tmp_path, connections: list[dict], storage: str | None = None) -> subp
         lines.extend(f"    {key}: {value}" for key, value in c.items() if key != "name")
     (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
     env = {**os.environ, "CHECK_PASSWORD": PASSWORD}
-    return subprocess.run([SCRIPT, "--config.file", str(tmp_path / "config.yaml"), "--connection.check",
-                           "--storage.path", storage],
-                          capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [SCRIPT, "--config.file", str(tmp_path / "config.yaml"), "--connection.check", "--storage.path", storage],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 def connection(sim: Simulator, name: str = "treasury", **extra: object) -> dict:
-    return {"name": name, "base_url": sim.url, "username": sim.username, "password": "${CHECK_PASSWORD}",
-            "totp_secret": sim.totp_secret_base32, **extra}
+    return {
+        "name": name,
+        "base_url": sim.url,
+        "username": sim.username,
+        "password": "${CHECK_PASSWORD}",
+        "totp_secret": sim.totp_secret_base32,
+        **extra,
+    }
 
 
 def no_secrets(result: subprocess.CompletedProcess, sim: Simulator) -> None:
@@ -80,8 +91,10 @@ def test_a_refused_login_is_named_with_what_to_check_and_exits_1(tmp_path, simul
     assert result.returncode == 1
     assert "connection treasury: FAILED" in result.stdout
     assert "  cause           login refused (Username_Or_Password_Incorrect)" in result.stdout
-    assert ("  hint            check the username, the password and the TOTP secret, totp_secret_encoding (base32 "
-            "now; ascii if the secret is plain text), and the clock offset: ") in result.stdout
+    assert (
+        "  hint            check the username, the password and the TOTP secret, totp_secret_encoding (base32 "
+        "now; ascii if the secret is plain text), and the clock offset: "
+    ) in result.stdout
     assert simulator.requests[LOGIN_PATH] == 1 and simulator.logins_failed == 1  # exactly one attempt
     no_secrets(result, simulator)
 
@@ -90,8 +103,9 @@ def test_a_pause_recorded_by_the_daemon_stops_the_check_before_any_login(tmp_pat
     state = tmp_path / "state"
     state.mkdir()
     paused_until = time.time() + 600
-    (state / "treasury.state.json").write_text(json.dumps(
-        {"last_code_step": 1, "logins_paused_until": paused_until, "refusals_in_a_row": 1}))
+    (state / "treasury.state.json").write_text(
+        json.dumps({"last_code_step": 1, "logins_paused_until": paused_until, "refusals_in_a_row": 1})
+    )
     result = check(tmp_path, [connection(simulator)], storage=str(state))
     assert result.returncode == 1
     assert "  cause           logins paused after a refused login, next attempt at " in result.stdout
@@ -109,10 +123,13 @@ def test_a_refusal_is_recorded_for_the_daemon_that_follows(tmp_path, simulator):
     assert simulator.requests[LOGIN_PATH] == 1  # the second check did not try
 
 
-@pytest.mark.parametrize("fault, cause, hint", [
-    (Fault("http", "balances", status=401), "a second login is not tried", None),
-    (Fault("http", "login", status=503), "login: HTTP 503", "the API is having trouble"),
-])
+@pytest.mark.parametrize(
+    "fault, cause, hint",
+    [
+        (Fault("http", "balances", status=401), "a second login is not tried", None),
+        (Fault("http", "login", status=503), "login: HTTP 503", "the API is having trouble"),
+    ],
+)
 def test_never_a_second_login_attempt(tmp_path, simulator, fault, cause, hint):
     simulator.inject(fault, times=3)
     result = check(tmp_path, [connection(simulator)])
@@ -127,15 +144,21 @@ def test_the_dialect_and_the_unpaginated_list_are_reported(tmp_path, simulator):
     result = check(tmp_path, [connection(simulator, page_size="all")])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "  page size       all: the whole list in one request" in result.stdout
-    assert ("  dialect         keys PascalCase, account id as id, amounts as strings, codes not upper case"
-            in result.stdout)
+    assert (
+        "  dialect         keys PascalCase, account id as id, amounts as strings, codes not upper case" in result.stdout
+    )
     assert simulator.unpaginated_requests == 1 and simulator.requests[BALANCES_PATH] == 1
     assert 'msg="the API\'s dialect"' in result.stderr  # the log says it too
 
 
 def test_an_unresolvable_host_is_named(tmp_path, simulator):
-    result = check(tmp_path, [connection(simulator, name="good"),
-                              {**connection(simulator, name="typo"), "base_url": "https://api.example.invalid"}])
+    result = check(
+        tmp_path,
+        [
+            connection(simulator, name="good"),
+            {**connection(simulator, name="typo"), "base_url": "https://api.example.invalid"},
+        ],
+    )
     assert result.returncode == 1  # one connection failed
     assert "connection good: OK" in result.stdout and "connection typo: FAILED" in result.stdout
     assert "the name api.example.invalid does not resolve: check base_url" in result.stdout
@@ -154,9 +177,11 @@ def test_the_daemon_gives_the_same_hint_in_its_log_and_on_its_landing_page(make_
 def test_the_table_never_sends_an_api_string_raw_to_the_terminal():
     # The model refuses unprintable codes today; the table must not depend on it (an escape
     # sequence in an asset would clear or rewrite the operator's terminal).
-    listed = Listed((AccountBalance(1, "\x1b[2J\x1b]0;pwned\x07", Decimal(1), Decimal(1), Decimal(0), False),),
-                    1, Dialect(), None)
-    rows = _accounts_rows(listed, ConnectionConfig(name="t", username=Secret("u"), password=Secret("p"),
-                                                   totp_secret=Secret("JBSWY3DP")))
+    listed = Listed(
+        (AccountBalance(1, "\x1b[2J\x1b]0;pwned\x07", Decimal(1), Decimal(1), Decimal(0), False),), 1, Dialect(), None
+    )
+    rows = _accounts_rows(
+        listed, ConnectionConfig(name="t", username=Secret("u"), password=Secret("p"), totp_secret=Secret("JBSWY3DP"))
+    )
     table = CheckResult("t", tuple(rows)).table()
     assert "\x1b" not in table and "\x07" not in table and "\\x1b[2J" in table

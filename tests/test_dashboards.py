@@ -73,13 +73,19 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_promtool_check_rules():
-    result = subprocess.run([tool("promtool"), "check", "rules", str(ALERTS), str(RULES)], capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("promtool"), "check", "rules", str(ALERTS), str(RULES)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_of_every_alert():
-    result = subprocess.run([tool("promtool"), "test", "rules", str(DASHBOARDS / "tests" / "alerts_test.yaml")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [tool("promtool"), "test", "rules", str(DASHBOARDS / "tests" / "alerts_test.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
@@ -112,14 +118,31 @@ def test_dashboard_is_an_importable_grafana_11_dashboard():
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
             assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"]), panel["title"]
     titles = {p["title"] for p in panels()}
-    assert {"Accounts", "Polling", "Data age", "Suppressed accounts", "Available balance by asset", "Poll duration",
-            "Retries", "Logins and refusals", "Token lifetime left"} <= titles
+    assert {
+        "Accounts",
+        "Polling",
+        "Data age",
+        "Suppressed accounts",
+        "Available balance by asset",
+        "Poll duration",
+        "Retries",
+        "Logins and refusals",
+        "Token lifetime left",
+    } <= titles
 
 
 def test_every_dashboard_query_parses(tmp_path):
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr} for i, (_, expr) in enumerate(dashboard_queries("5m"))
-    ]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": expr}
+                    for i, (_, expr) in enumerate(dashboard_queries("5m"))
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump(rules))
     result = subprocess.run([tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
@@ -176,8 +199,12 @@ def test_every_label_in_annotations_and_legends_exists(demo_exposition):
 
 
 def test_promtool_check_metrics_finds_no_problem(demo_exposition):
-    result = subprocess.run([tool("promtool"), "check", "metrics"], input=demo_exposition, capture_output=True, text=True)
-    assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
+    result = subprocess.run(
+        [tool("promtool"), "check", "metrics"], input=demo_exposition, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", (
+        result.stdout + result.stderr
+    )
 
 
 # -- a real Prometheus scraping the exporter ------------------------------------------
@@ -191,17 +218,28 @@ def live(tmp_path_factory):
     """The exporter polling the simulator every second, a real Prometheus scraping it every second."""
     binary = tool("prometheus")
     stack = build_stack(
-        FakeClock(), demo_accounts(), connections=({"cards": True, "accounts": LIVE_ACCOUNTS},),
-        config={"poll_interval": 1.0, "low_available_balance": {"USD": Decimal("10000"), "USDC": Decimal("5000")},
-                "low_available_card_balance": {"USD": Decimal("200"), "EUR": Decimal("100")}},
+        FakeClock(),
+        demo_accounts(),
+        connections=({"cards": True, "accounts": LIVE_ACCOUNTS},),
+        config={
+            "poll_interval": 1.0,
+            "low_available_balance": {"USD": Decimal("10000"), "USDC": Decimal("5000")},
+            "low_available_card_balance": {"USD": Decimal("200"), "EUR": Decimal("100")},
+        },
     )
     try:
         stack.start_polling()
-        prometheus = Prometheus(binary, tmp_path_factory.mktemp("prometheus"), {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(ALERTS), str(RULES)],
-            "scrape_configs": [{"job_name": "ibanera", "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}],
-        })
+        prometheus = Prometheus(
+            binary,
+            tmp_path_factory.mktemp("prometheus"),
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(ALERTS), str(RULES)],
+                "scrape_configs": [
+                    {"job_name": "ibanera", "static_configs": [{"targets": [f"127.0.0.1:{stack.server.port}"]}]}
+                ],
+            },
+        )
         try:
             # Enough scrapes for rate() and increase() over the 10s window the queries use.
             assert eventually(lambda: prometheus.query("count_over_time(ibanera_up[10s]) >= 6"), timeout=30)
@@ -265,5 +303,7 @@ def test_draining_an_account_raises_the_low_balance_alert(live):
 
 def test_a_card_below_its_threshold_raises_its_alert(live):
     _, prometheus = live
-    alerts = eventually(lambda: [a for a in prometheus.alerts("IbaneraCardBalanceLow") if a["labels"]["card_id"] == "502"])
+    alerts = eventually(
+        lambda: [a for a in prometheus.alerts("IbaneraCardBalanceLow") if a["labels"]["card_id"] == "502"]
+    )
     assert alerts and alerts[0]["state"] in ("pending", "firing") and alerts[0]["labels"]["currency"] == "USD"

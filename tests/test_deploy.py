@@ -31,22 +31,40 @@ def test_hadolint_passes_the_dockerfile():
 def test_the_image_install_steps_work(tmp_path):
     """The Dockerfile's RUN steps: build the wheel, install it into a fresh venv, run it."""
     wheels, venv = tmp_path / "wheels", tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *map(str, wheels.glob("*.whl"))],
-                   check=True, capture_output=True, timeout=600)
-    version = subprocess.run([str(venv / "bin" / "ibanera-exporter"), "--version"], capture_output=True, text=True, check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", *map(str, wheels.glob("*.whl"))],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    version = subprocess.run(
+        [str(venv / "bin" / "ibanera-exporter"), "--version"], capture_output=True, text=True, check=True
+    )
     assert version.stdout.startswith("ibanera-exporter, version")
     # The image's config, with /run/secrets/ pointed at files made here.
     secrets = tmp_path / "run-secrets"
     secrets.mkdir()
-    for name, value in {"ibanera_username": "u", "ibanera_password": "p", "ibanera_totp_secret": "JBSWY3DPEHPK3PXP"}.items():
+    for name, value in {
+        "ibanera_username": "u",
+        "ibanera_password": "p",
+        "ibanera_totp_secret": "JBSWY3DPEHPK3PXP",
+    }.items():
         (secrets / name).write_text(value + "\n")
     config = tmp_path / "config.yaml"
     config.write_text((ROOT / "deploy" / "config.yaml").read_text().replace("/run/secrets/", f"{secrets}/"))
-    check = subprocess.run([str(venv / "bin" / "ibanera-exporter"), "--config.file", str(config), "--config.check"],
-                           capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [str(venv / "bin" / "ibanera-exporter"), "--config.file", str(config), "--config.check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stderr
     assert "connection default: https://public-api.ibanera.com" in check.stdout
 
@@ -63,8 +81,12 @@ def test_the_dockerfile_runs_as_non_root_with_a_healthcheck_and_the_documented_c
 
 @pytest.mark.parametrize("manifest", CORE_MANIFESTS)
 def test_core_manifests_validate_strictly(manifest):
-    result = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "--quiet", str(KUBERNETES / manifest)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", "--quiet", str(KUBERNETES / manifest)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -79,14 +101,19 @@ def _crd_schema(name: str) -> dict:
     return next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == "v1")
 
 
-@pytest.mark.parametrize("manifest, crd", [("servicemonitor.yaml", "servicemonitors"), ("prometheusrule.yaml", "prometheusrules")])
+@pytest.mark.parametrize(
+    "manifest, crd", [("servicemonitor.yaml", "servicemonitors"), ("prometheusrule.yaml", "prometheusrules")]
+)
 def test_prometheus_operator_manifests_match_their_crds(manifest, crd):
     document = yaml.safe_load((KUBERNETES / manifest).read_text())
     # The documents are validated, not the schema: the CRDs hold Go regular expressions
     # ((?i) mid-pattern) that Python's re refuses, and the metaschema check would trip on them.
     validator = jsonschema.Draft7Validator(_crd_schema(crd))
     validator.validate(document)
-    bad = {**document, "spec": {**document["spec"], "endpoints" if crd == "servicemonitors" else "groups": "not a list"}}
+    bad = {
+        **document,
+        "spec": {**document["spec"], "endpoints" if crd == "servicemonitors" else "groups": "not a list"},
+    }
     with pytest.raises(jsonschema.ValidationError):  # the validator really checks
         validator.validate(bad)
 
@@ -97,8 +124,9 @@ def test_the_prometheusrule_is_the_rule_files():
         from generate_prometheusrule import prometheus_rule
     finally:
         sys.path.pop(0)
-    assert yaml.safe_load((KUBERNETES / "prometheusrule.yaml").read_text()) == prometheus_rule(), \
+    assert yaml.safe_load((KUBERNETES / "prometheusrule.yaml").read_text()) == prometheus_rule(), (
         "run: python deploy/kubernetes/generate_prometheusrule.py"
+    )
 
 
 def test_the_deployment_is_locked_down():

@@ -84,11 +84,13 @@ def test_help_names_the_api_field_and_the_poller(make_stack):
 
 
 def test_balances_reach_the_gauges_exactly(make_stack):
-    stack = make_stack([
-        account(1, "BTC", total="0.00000001", available="0.00000001"),
-        account(2, "USD", total="12345678901.23", available="12345678900.00", pending="1.23"),
-        account(3, "GBP", total="5", suppressed=True),
-    ])
+    stack = make_stack(
+        [
+            account(1, "BTC", total="0.00000001", available="0.00000001"),
+            account(2, "USD", total="12345678901.23", available="12345678900.00", pending="1.23"),
+            account(3, "GBP", total="5", suppressed=True),
+        ]
+    )
     stack.poll()
     assert stack.balances("ibanera_total_balance") == {"1": 1e-08, "2": 12345678901.23, "3": 5.0}
     assert stack.balances("ibanera_available_balance")["2"] == 12345678900.00
@@ -104,8 +106,11 @@ def test_balances_reach_the_gauges_exactly(make_stack):
 def test_no_balance_series_before_the_first_good_poll(make_stack):
     stack = make_stack()
     metrics = stack.metrics()
-    assert not [k for k in metrics if k[0] in ("ibanera_total_balance", "ibanera_asset_accounts",
-                                                 "ibanera_last_success_timestamp_seconds")]
+    assert not [
+        k
+        for k in metrics
+        if k[0] in ("ibanera_total_balance", "ibanera_asset_accounts", "ibanera_last_success_timestamp_seconds")
+    ]
     assert stack.value("ibanera_up", connection="c0") == 0
 
 
@@ -198,8 +203,13 @@ def test_landing_page_shows_status_and_no_secret(make_stack):
     assert 'href="/metrics"' in page and "Version test" in page
     assert "<td>ok</td><td>up</td>" in page and "<td>bad</td><td>down</td>" in page
     assert "login refused (Username_Or_Password_Incorrect)" in page
-    for secret in ["wrong-pass-XYZ", stack.simulator.password, stack.simulator.totp_secret_base32,
-                   *stack.simulator.issued_tokens, *stack.simulator.otp_codes_seen]:
+    for secret in [
+        "wrong-pass-XYZ",
+        stack.simulator.password,
+        stack.simulator.totp_secret_base32,
+        *stack.simulator.issued_tokens,
+        *stack.simulator.otp_codes_seen,
+    ]:
         assert secret not in page
 
 
@@ -241,11 +251,19 @@ def test_failure_counters_start_at_zero_for_every_reason(make_stack):
     stack = make_stack()
     stack.poll()
     metrics = stack.metrics()
-    poll_reasons = {dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_poll_failures_total"}
-    login_reasons = {dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_login_failures_total"}
+    poll_reasons = {
+        dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_poll_failures_total"
+    }
+    login_reasons = {
+        dict(labels)["reason"]: v for (n, labels), v in metrics.items() if n == "ibanera_login_failures_total"
+    }
     assert set(poll_reasons) == set(POLL_FAILURE_REASONS) and set(poll_reasons.values()) == {0}
-    assert set(login_reasons) == {"Username_Or_Password_Incorrect", "Account_Not_Verified",
-                                  "Account_Locked", "Account_Suppressed"}
+    assert set(login_reasons) == {
+        "Username_Or_Password_Incorrect",
+        "Account_Not_Verified",
+        "Account_Locked",
+        "Account_Suppressed",
+    }
     assert set(login_reasons.values()) == {0}
     assert stack.value("ibanera_poll_interval_seconds") == 60
 

@@ -42,10 +42,20 @@ from exporter.totp import STEP_SECONDS, decode_secret, totp_at
 BALANCES = "/api/v1/customer/accounts/balances"
 
 
-def scripted_poller(server: ScriptedServer, *, request_timeout: float = 5.0, retry: RetryPolicy = FAST_RETRY,
-                    max_response_size: int = 16 * 1024 * 1024) -> Poller:
-    connection = ConnectionConfig(name="hostile", base_url=server.url, username=Secret("u"), password=Secret("p"),
-                                  totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+def scripted_poller(
+    server: ScriptedServer,
+    *,
+    request_timeout: float = 5.0,
+    retry: RetryPolicy = FAST_RETRY,
+    max_response_size: int = 16 * 1024 * 1024,
+) -> Poller:
+    connection = ConnectionConfig(
+        name="hostile",
+        base_url=server.url,
+        username=Secret("u"),
+        password=Secret("p"),
+        totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
+    )
     config = Config((connection,), request_timeout=request_timeout, retry=retry, max_response_size=max_response_size)
     # The waits for a fresh code step pass on a fake clock; the request deadline is real time.
     clock = FakeClock()
@@ -61,10 +71,12 @@ def script(balances, login=good_login):
             balances(request, sock)
         else:
             reply(sock, 404, b"{}")
+
     return serve
 
 
 # -- 1. a total deadline per request --------------------------------------------------------
+
 
 @pytest.mark.parametrize("part", ["headers", "body"])
 def test_a_drip_fed_reply_ends_at_the_request_timeout(serve, part):
@@ -98,6 +110,7 @@ def _wait_for(condition, timeout: float = 5.0) -> None:
 
 
 # -- 2. memory bounded whatever the encoding ----------------------------------------------------
+
 
 def _gzip_bomb(inflated: int) -> bytes:
     compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
@@ -148,8 +161,9 @@ BAD_TOKENS = ["good-token ", "tok\r\nX-Injected: 1", "", "t" * 9000, "tökén", 
 
 @pytest.mark.parametrize("token", BAD_TOKENS, ids=["trailing space", "CRLF", "empty", "too long", "not ASCII", "tab"])
 def test_a_malformed_token_fails_the_poll_and_is_never_printed(serve, token, caplog):
-    server = serve(script(lambda request, sock: reply(sock, 200, one_account()),
-                          login=lambda sock: good_login(sock, token=token)))
+    server = serve(
+        script(lambda request, sock: reply(sock, 200, one_account()), login=lambda sock: good_login(sock, token=token))
+    )
     poller = scripted_poller(server)
     with caplog.at_level("DEBUG"):
         poller.poll_once()
@@ -179,15 +193,20 @@ def test_an_unusable_token_lifetime_is_malformed(serve, expires_in):
 
 # -- 4. strict JSON; one bad value never blinds /metrics ------------------------------------------
 
-@pytest.mark.parametrize("body", [
-    b'{"id": 0, "status": "1", "errors": [], "details": [{"id": 1, "asset": "USD", "totalBalance": 1,'
-    b' "totalBalance": 999, "availableBalance": 1, "pendingBalance": 0, "bSuppressed": false}]}',
-    b'{"id": 0, "status": "1", "status": "1", "errors": [], "details": []}',
-    b'{"id": 0, "status": "1", "errors": [], "details": [{"id": 1, "asset": "\\ud800", "totalBalance": 1,'
-    b' "availableBalance": 1, "pendingBalance": 0, "bSuppressed": false}]}',
-    b'{"id": 0, "status": "1", "errors": [], "details": [{"id": 1, "asset": "US\\u0007D", "totalBalance": 1,'
-    b' "availableBalance": 1, "pendingBalance": 0, "bSuppressed": false}]}',
-], ids=["duplicate amount", "duplicate status", "lone surrogate", "control character"])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": 0, "status": "1", "errors": [], "details": [{"id": 1, "asset": "USD", "totalBalance": 1,'
+        b' "totalBalance": 999, "availableBalance": 1, "pendingBalance": 0, "bSuppressed": false}]}',
+        b'{"id": 0, "status": "1", "status": "1", "errors": [], "details": []}',
+        b'{"id": 0, "status": "1", "errors": [], "details": [{"id": 1, "asset": "\\ud800", "totalBalance": 1,'
+        b' "availableBalance": 1, "pendingBalance": 0, "bSuppressed": false}]}',
+        b'{"id": 0, "status": "1", "errors": [], "details": [{"id": 1, "asset": "US\\u0007D", "totalBalance": 1,'
+        b' "availableBalance": 1, "pendingBalance": 0, "bSuppressed": false}]}',
+    ],
+    ids=["duplicate amount", "duplicate status", "lone surrogate", "control character"],
+)
 def test_duplicate_keys_and_unprintable_labels_are_malformed(serve, body):
     server = serve(script(lambda request, sock: reply(sock, 200, body)))
     poller = scripted_poller(server)
@@ -203,6 +222,7 @@ def _status(name: str, asset: str) -> ConnectionStatus:
 
 def _no_counts():
     from exporter.api.counters import ClientCounters
+
     return ClientCounters().snapshot()
 
 
@@ -214,19 +234,30 @@ def test_a_snapshot_that_cannot_be_rendered_costs_only_its_own_series():
         text = (gzip.decompress(body) if gzipped else body).decode()
         assert 'ibanera_total_balance{asset="USD",asset_account_id="1",connection="fine"} 5.0' in text
         assert 'connection="broken"' in text.split("# HELP ibanera_up ")[1]  # its health is still served
-        assert 'ibanera_total_balance{asset' not in text.split('connection="fine"')[0].split("ibanera_total_balance")[-1]
+        assert (
+            "ibanera_total_balance{asset" not in text.split('connection="fine"')[0].split("ibanera_total_balance")[-1]
+        )
         assert 'ibanera_render_failures_total{connection="broken"} 1.0' in text
         assert 'ibanera_render_failures_total{connection="fine"} 0.0' in text
 
 
 # -- 5. the clock offset is not poisoned by one reply ----------------------------------------------
 
+
 def _codes(clock) -> OneTimeCodes:
     return OneTimeCodes(b"key", "test", clock, lambda seconds: None, LoginMemory.first_contact())
 
 
-@pytest.mark.parametrize("date", ["Tue, 24 Nov 2100 10:00:00 GMT", "Tue, 24 Nov 99999999999999999999 10:00:00 GMT",
-                                  "garbage", "", "Tue, 24 Nov 2026 10:00:00 GMT" + " " * 100])
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Tue, 24 Nov 2100 10:00:00 GMT",
+        "Tue, 24 Nov 99999999999999999999 10:00:00 GMT",
+        "garbage",
+        "",
+        "Tue, 24 Nov 2026 10:00:00 GMT" + " " * 100,
+    ],
+)
 def test_an_absurd_or_unparsable_date_is_ignored(date):
     codes = _codes(lambda: 1_795_000_000.0)
     codes.observe_date(date, 1_795_000_000.0)
@@ -239,6 +270,7 @@ def test_one_reply_never_sets_the_offset_two_agreeing_ones_do():
     codes = _codes(lambda: now)
     skewed = "Fri, 18 Nov 2026 10:55:00 GMT"  # 60 s behind
     from email.utils import parsedate_to_datetime
+
     offset = parsedate_to_datetime(skewed).timestamp() + 0.5 - now
     codes.observe_date(skewed, now)
     assert codes.offset is None
@@ -285,6 +317,7 @@ def test_a_401_dated_2100_does_not_move_the_codes_of_the_next_login(serve):
 
 # -- 6. an unexpected reply costs one poll, not the process's resources ----------------------------
 
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -314,8 +347,11 @@ NOT_REFUSALS = {
     "403 page": lambda sock: reply(sock, 403, b"<html>Forbidden</html>", {"Content-Type": "text/html"}),
     "503 page": lambda sock: reply(sock, 503, b"<html>Down for maintenance</html>"),
     "401": lambda sock: reply(sock, 401, b""),
-    "Required": lambda sock: reply(sock, 400, b'{"id": 0, "details": null, "status": "0", '
-                                              b'"errors": [{"fieldName": "otp", "messageCode": "Required"}]}'),
+    "Required": lambda sock: reply(
+        sock,
+        400,
+        b'{"id": 0, "details": null, "status": "0", "errors": [{"fieldName": "otp", "messageCode": "Required"}]}',
+    ),
 }
 
 
@@ -334,13 +370,21 @@ def test_a_login_answered_without_a_credential_refusal_is_a_failed_request(serve
     assert len(logins) == 4 * attempts  # every poll tried again, with the normal policy
 
 
-@pytest.mark.parametrize("code", ["Username_Or_Password_Incorrect", "Account_Locked", "Account_Not_Verified",
-                                  "Account_Suppressed"])
+@pytest.mark.parametrize(
+    "code", ["Username_Or_Password_Incorrect", "Account_Locked", "Account_Not_Verified", "Account_Suppressed"]
+)
 def test_a_credential_refusal_pauses_logins(serve, code):
-    refusal = json.dumps({"id": 0, "details": None, "status": "0",
-                          "errors": [{"fieldName": "", "messageCode": code, "errorType": "Auth"}]}).encode()
-    server = serve(script(lambda request, sock: reply(sock, 200, one_account()),
-                          login=lambda sock: reply(sock, 400, refusal)))
+    refusal = json.dumps(
+        {
+            "id": 0,
+            "details": None,
+            "status": "0",
+            "errors": [{"fieldName": "", "messageCode": code, "errorType": "Auth"}],
+        }
+    ).encode()
+    server = serve(
+        script(lambda request, sock: reply(sock, 200, one_account()), login=lambda sock: reply(sock, 400, refusal))
+    )
     poller = scripted_poller(server)
     poller.poll_once()
     poller.poll_once()
@@ -351,6 +395,7 @@ def test_a_credential_refusal_pauses_logins(serve, code):
 
 
 # -- 8. a restart never risks the lock ---------------------------------------------------------------
+
 
 def _restartable(simulator, clock, storage, **overrides):
     """A new process's client: built from the same storage folder, on the same clock."""
@@ -385,10 +430,20 @@ def test_without_remembered_state_the_first_login_still_waits_for_a_fresh_step(c
         assert simulator.logins_failed == 0
         # What the memory prevents: a process that assumed first contact would reuse the step.
         clock.advance(STEP_SECONDS)
-        third = IbaneraClient(first.connection, Config((first.connection,), retry=FAST_RETRY),
-                              memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
-        fourth = IbaneraClient(first.connection, Config((first.connection,), retry=FAST_RETRY),
-                               memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
+        third = IbaneraClient(
+            first.connection,
+            Config((first.connection,), retry=FAST_RETRY),
+            memory=LoginMemory.first_contact(),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+        fourth = IbaneraClient(
+            first.connection,
+            Config((first.connection,), retry=FAST_RETRY),
+            memory=LoginMemory.first_contact(),
+            clock=clock,
+            sleep=clock.sleep,
+        )
         third.fetch_balances()
         with pytest.raises(Exception, match="login refused"):
             fourth.fetch_balances()

@@ -30,10 +30,12 @@ PASSWORD = "Hunter2Secret"
 
 # -- a token with a trailing newline is still a malformed token -------------------------------------
 
+
 @pytest.mark.parametrize("token", ["good-token\n", "good-token\r"])
 def test_a_token_ending_in_a_line_break_is_malformed_and_never_sent(serve, token):
-    server = serve(script(lambda request, sock: reply(sock, 200, one_account()),
-                          login=lambda sock: good_login(sock, token=token)))
+    server = serve(
+        script(lambda request, sock: reply(sock, 200, one_account()), login=lambda sock: good_login(sock, token=token))
+    )
     poller = scripted_poller(server)
     poller.poll_once()
     poller.poll_once()
@@ -59,6 +61,7 @@ def _exporter_logs(caplog) -> str:
 
 # -- cookies: a reply cannot grow the client or the next request ------------------------------------
 
+
 def test_cookies_set_by_replies_are_neither_kept_nor_sent_back(serve):
     def balances(request, sock):
         n = len(server.received)
@@ -77,12 +80,15 @@ def test_cookies_set_by_replies_are_neither_kept_nor_sent_back(serve):
 
 # -- Retry-After in any script ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["\u00b2", "\u2460", "1" * 30, "-5", "Tue, 24 Nov 99999 10:00:00 GMT"])
 def test_an_odd_retry_after_is_still_a_retried_5xx(serve, value):
     def balances(request, sock):
         body = b"down"
-        head = (f"HTTP/1.1 503 X\r\nContent-Length: {len(body)}\r\nRetry-After: {value}\r\n"
-                f"Date: {formatdate(usegmt=True)}\r\n\r\n")
+        head = (
+            f"HTTP/1.1 503 X\r\nContent-Length: {len(body)}\r\nRetry-After: {value}\r\n"
+            f"Date: {formatdate(usegmt=True)}\r\n\r\n"
+        )
         sock.sendall(head.encode("utf-8") + body)
 
     server = serve(script(balances))
@@ -94,6 +100,7 @@ def test_an_odd_retry_after_is_still_a_retried_5xx(serve, value):
 
 
 # -- a pause is never longer than login_backoff from now ------------------------------------------------
+
 
 def test_a_pause_from_a_clock_that_ran_ahead_is_capped_at_login_backoff(tmp_path, clock):
     # Written while the host's clock was a year ahead, then NTP put it right.
@@ -126,6 +133,7 @@ def test_a_pause_outlives_a_clock_jump_back_by_at_most_login_backoff(tmp_path, c
 
 def _client(simulator, clock, storage, **overrides) -> IbaneraClient:
     from conftest import connection_for
+
     connection = connection_for(simulator, **overrides)
     config = Config((connection,), retry=FAST_RETRY)
     memory = LoginMemory.open(storage, connection.name, clock(), config.login_backoff)
@@ -134,11 +142,13 @@ def _client(simulator, clock, storage, **overrides) -> IbaneraClient:
 
 # -- a state file that is not a regular file -----------------------------------------------------------
 
+
 def test_a_fifo_in_place_of_the_state_file_does_not_hang_the_start(tmp_path):
     os.mkfifo(tmp_path / "test.state.json")
     opened: list[LoginMemory] = []
-    thread = threading.Thread(target=lambda: opened.append(LoginMemory.open(tmp_path, "test", time.time(), 900)),
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: opened.append(LoginMemory.open(tmp_path, "test", time.time(), 900)), daemon=True
+    )
     thread.start()
     thread.join(10)
     if thread.is_alive():  # release the blocked open() so that the thread can end
@@ -150,9 +160,15 @@ def test_a_fifo_in_place_of_the_state_file_does_not_hang_the_start(tmp_path):
 
 # -- the clock offset: only from replies that are the server's own, fresh answer ----------------------
 
+
 def _clocked(server: ScriptedServer, clock: FakeClock) -> Poller:
-    connection = ConnectionConfig(name="hostile", base_url=server.url, username=Secret("u"), password=Secret("p"),
-                                  totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    connection = ConnectionConfig(
+        name="hostile",
+        base_url=server.url,
+        username=Secret("u"),
+        password=Secret("p"),
+        totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
+    )
     config = Config((connection,), request_timeout=5.0, retry=RetryPolicy(1, 0.01, 0.01))
     client = IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
     return Poller(client, 60, threading.Event())
@@ -201,15 +217,35 @@ def test_a_200_that_is_not_the_api_envelope_does_not_set_the_clock(serve):
 # -- secrets echoed by a reply never reach a log line or a page -----------------------------------------
 
 ECHOES = {
-    "messageCode": lambda request, sock: reply(sock, 400, json.dumps(
-        {"id": 0, "details": None, "status": "0",
-         "errors": [{"fieldName": "password", "messageCode": json.loads(request.body)["password"]}]}).encode()),
-    "otp messageCode": lambda request, sock: reply(sock, 400, json.dumps(
-        {"id": 0, "details": None, "status": "0",
-         "errors": [{"fieldName": json.loads(request.body)["otp"], "messageCode": json.loads(request.body)["otp"]}]}
-    ).encode()),
-    "Content-Type": lambda request, sock: reply(sock, 200, b"<html>",
-                                                {"Content-Type": json.loads(request.body)["password"]}),
+    "messageCode": lambda request, sock: reply(
+        sock,
+        400,
+        json.dumps(
+            {
+                "id": 0,
+                "details": None,
+                "status": "0",
+                "errors": [{"fieldName": "password", "messageCode": json.loads(request.body)["password"]}],
+            }
+        ).encode(),
+    ),
+    "otp messageCode": lambda request, sock: reply(
+        sock,
+        400,
+        json.dumps(
+            {
+                "id": 0,
+                "details": None,
+                "status": "0",
+                "errors": [
+                    {"fieldName": json.loads(request.body)["otp"], "messageCode": json.loads(request.body)["otp"]}
+                ],
+            }
+        ).encode(),
+    ),
+    "Content-Type": lambda request, sock: reply(
+        sock, 200, b"<html>", {"Content-Type": json.loads(request.body)["password"]}
+    ),
 }
 
 
@@ -225,12 +261,20 @@ def test_a_reply_that_echoes_a_secret_does_not_print_it(serve, echo, caplog):
             reply(sock, 404, b"{}")
 
     server = serve(serve_script)
-    connection = ConnectionConfig(name="hostile", base_url=server.url, username=Secret("u"),
-                                  password=Secret(PASSWORD), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    connection = ConnectionConfig(
+        name="hostile",
+        base_url=server.url,
+        username=Secret("u"),
+        password=Secret(PASSWORD),
+        totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
+    )
     clock = FakeClock()
     config = Config((connection,), request_timeout=5.0, retry=RetryPolicy(1, 0.01, 0.01))
-    poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
-                                  sleep=clock.sleep), 60, threading.Event())
+    poller = Poller(
+        IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep),
+        60,
+        threading.Event(),
+    )
     with caplog.at_level("DEBUG"):
         poller.poll_once()
     shown = _exporter_logs(caplog) + (poller.status().accounts.last_error or "")
@@ -240,15 +284,24 @@ def test_a_reply_that_echoes_a_secret_does_not_print_it(serve, echo, caplog):
 
 def _poller_for(base_url: str, request_timeout: float) -> Poller:
     """A poller of a host by name, two attempts per request, on a fake clock."""
-    connection = ConnectionConfig(name="named", base_url=base_url, username=Secret("u"),
-                                  password=Secret("p"), totp_secret=Secret("GEZDGNBVGY3TQOJQ"))
+    connection = ConnectionConfig(
+        name="named",
+        base_url=base_url,
+        username=Secret("u"),
+        password=Secret("p"),
+        totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
+    )
     config = Config((connection,), request_timeout=request_timeout, retry=RetryPolicy(2, 0.01, 0.01))
     clock = FakeClock()
-    return Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock,
-                                sleep=clock.sleep), 60, threading.Event())
+    return Poller(
+        IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep),
+        60,
+        threading.Event(),
+    )
 
 
 # -- a proxy from the environment is used, under the same total deadline -----------------------------
+
 
 def test_an_https_proxy_from_the_environment_is_used_and_bounded_by_the_request_timeout(serve, monkeypatch):
     sent: list[int] = []
@@ -277,6 +330,7 @@ def test_an_https_proxy_from_the_environment_is_used_and_bounded_by_the_request_
 
 
 # -- a DNS lookup that never ends is under the same total deadline -------------------------------
+
 
 def test_a_hung_dns_lookup_ends_at_the_request_timeout_and_holds_few_threads(monkeypatch):
     real_getaddrinfo = socket.getaddrinfo
@@ -310,9 +364,13 @@ def test_a_hung_dns_lookup_ends_at_the_request_timeout_and_holds_few_threads(mon
 def test_a_host_name_is_looked_up_and_each_of_its_addresses_tried():
     """localhost is ::1 and 127.0.0.1; the simulator listens on the second only."""
     with Simulator([account(1)]) as simulator:
-        connection = ConnectionConfig(name="named", base_url=simulator.url.replace("127.0.0.1", "localhost"),
-                                      username=Secret(simulator.username), password=Secret(simulator.password),
-                                      totp_secret=Secret(simulator.totp_secret_base32))
+        connection = ConnectionConfig(
+            name="named",
+            base_url=simulator.url.replace("127.0.0.1", "localhost"),
+            username=Secret(simulator.username),
+            password=Secret(simulator.password),
+            totp_secret=Secret(simulator.totp_secret_base32),
+        )
         client = IbaneraClient(connection, Config((connection,), request_timeout=5), memory=LoginMemory.first_contact())
         try:
             assert len(client.fetch_balances().rows) == 1

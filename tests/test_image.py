@@ -28,8 +28,9 @@ HOST_LIMITS = ["--ulimit=nofile=4096:4096", "--ulimit=nproc=4096:4096"]
 
 
 def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([required_tool("podman", "podman"), "--runtime", "runc", *args],
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [required_tool("podman", "podman"), "--runtime", "runc", *args], capture_output=True, text=True, timeout=timeout
+    )
     if check:
         assert result.returncode == 0, f"podman {' '.join(args)}: {result.stderr}"
     return result
@@ -39,8 +40,13 @@ def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
 def image() -> str:
     for tool, package in (("podman", "podman"), ("runc", "runc"), ("debootstrap", "debootstrap")):
         required_tool(tool, package)
-    build = subprocess.run(["make", "--no-print-directory", "image", f"IMAGE={IMAGE}"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=1200)
+    build = subprocess.run(
+        ["make", "--no-print-directory", "image", f"IMAGE={IMAGE}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     return IMAGE
 
@@ -65,8 +71,16 @@ class Container:
 
     def __init__(self, image: str) -> None:
         # --health-interval=disable: podman's timer needs systemd; the tests run the check themselves.
-        self.id = podman("run", "--detach", *deployment_flags(), *HOST_LIMITS, "--health-interval=disable",
-                         "--publish=127.0.0.1::10095", image, "--demo").stdout.strip()
+        self.id = podman(
+            "run",
+            "--detach",
+            *deployment_flags(),
+            *HOST_LIMITS,
+            "--health-interval=disable",
+            "--publish=127.0.0.1::10095",
+            image,
+            "--demo",
+        ).stdout.strip()
         try:
             host_port = podman("port", self.id, "10095/tcp").stdout.strip()
             self.url = f"http://{host_port}"
@@ -127,8 +141,11 @@ def test_the_process_runs_as_the_deployment_says(container):
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0 and int(status["CapBnd"], 16) == 0
     assert status["NoNewPrivs"].strip() == "1"
     # Its root file system, as the kernel sees it from the exporter's own mount namespace.
-    (root,) = [line.split() for line in container.exec("cat", "/proc/1/mountinfo").stdout.splitlines()
-               if line.split()[4] == "/"]
+    (root,) = [
+        line.split()
+        for line in container.exec("cat", "/proc/1/mountinfo").stdout.splitlines()
+        if line.split()[4] == "/"
+    ]
     assert "ro" in root[5].split(","), root
 
 
@@ -136,7 +153,9 @@ def test_the_process_runs_as_the_deployment_says(container):
 def test_nothing_in_the_container_can_write_to_its_file_system(container, path):
     # EROFS, not EACCES: the root file system is read-only, not merely owned by someone else
     # (/tmp and /var/tmp are writable by anyone on a writable file system).
-    probe = f"import os\ntry:\n    open({path!r}, 'a')\nexcept OSError as e:\n    print(e.errno)\nelse:\n    print('wrote')"
+    probe = (
+        f"import os\ntry:\n    open({path!r}, 'a')\nexcept OSError as e:\n    print(e.errno)\nelse:\n    print('wrote')"
+    )
     result = container.exec("python", "-c", probe)
     assert result.stdout.strip() == str(errno.EROFS), result.stdout + result.stderr
 
@@ -158,12 +177,25 @@ def test_the_storage_volume_is_the_one_place_it_can_write(image, container):
 def test_the_shipped_config_checks_with_secrets_mounted(image, tmp_path):
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    for name, value in {"ibanera_username": "u", "ibanera_password": "p", "ibanera_totp_secret": "JBSWY3DPEHPK3PXP"}.items():
+    for name, value in {
+        "ibanera_username": "u",
+        "ibanera_password": "p",
+        "ibanera_totp_secret": "JBSWY3DPEHPK3PXP",
+    }.items():
         (secrets / name).write_text(value + "\n")
         (secrets / name).chmod(0o644)  # readable by user 10001
-    result = podman("run", "--rm", *deployment_flags(), *HOST_LIMITS, "--health-interval=disable",
-                    f"--volume={secrets}:/run/secrets:ro", image, "--config.file=/etc/ibanera-exporter/config.yaml",
-                    "--config.check", check=False)
+    result = podman(
+        "run",
+        "--rm",
+        *deployment_flags(),
+        *HOST_LIMITS,
+        "--health-interval=disable",
+        f"--volume={secrets}:/run/secrets:ro",
+        image,
+        "--config.file=/etc/ibanera-exporter/config.yaml",
+        "--config.check",
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "connection default: https://public-api.ibanera.com" in result.stdout
 
@@ -178,4 +210,4 @@ def test_it_stops_cleanly(image):
     finally:
         running.remove()
     assert state["ExitCode"] == 0, logs  # 137 would mean it had to be killed
-    assert 'msg="shutting down" signal=SIGTERM' in logs and 'msg=stopped' in logs, logs
+    assert 'msg="shutting down" signal=SIGTERM' in logs and "msg=stopped" in logs, logs

@@ -82,8 +82,9 @@ def test_exactly_429_and_5xx_are_retried(make_stack, status):
     else:
         assert (sent, retries, stack.value("ibanera_up", connection="c0")) == (1, 0, 0)
         assert stack.value("ibanera_poll_failures_total", connection="c0", reason="rejected") == 1
-    assert stack.value("ibanera_api_requests_total", connection="c0", endpoint="accounts_balances",
-                       code=str(status)) == 1
+    assert (
+        stack.value("ibanera_api_requests_total", connection="c0", endpoint="accounts_balances", code=str(status)) == 1
+    )
 
 
 # -- /-/ready --------------------------------------------------------------------------
@@ -121,11 +122,15 @@ def _https_simulator(ca: trustme.CA, host: str) -> Simulator:
     return Simulator([account(1)], ssl_context=context).start()
 
 
-@pytest.mark.parametrize("trusted, cert_for, system, works", [
-    ("api", "127.0.0.1", "other", True),  # ca_file is trusted
-    ("other", "127.0.0.1", "api", False),  # and only it: the system store is not
-    ("api", "someone.else.example", "api", False),  # and the host name is still checked
-], ids=["the CA of ca_file", "another CA, even a system-trusted one", "the right CA, the wrong host"])
+@pytest.mark.parametrize(
+    "trusted, cert_for, system, works",
+    [
+        ("api", "127.0.0.1", "other", True),  # ca_file is trusted
+        ("other", "127.0.0.1", "api", False),  # and only it: the system store is not
+        ("api", "someone.else.example", "api", False),  # and the host name is still checked
+    ],
+    ids=["the CA of ca_file", "another CA, even a system-trusted one", "the right CA, the wrong host"],
+)
 def test_ca_file_is_trusted_and_only_it(cas, tmp_path, monkeypatch, trusted, cert_for, system, works):
     """Mutations in transport._tls_verification: ignore ca_file (`return True`) -> the first
     case fails; add ca_file to the system store (create_default_context() then
@@ -139,8 +144,11 @@ def test_ca_file_is_trusted_and_only_it(cas, tmp_path, monkeypatch, trusted, cer
     simulator = _https_simulator(cas["api"], cert_for)
     bundle = tmp_path / f"{trusted}.pem"
     connection = connection_for(simulator, ca_file=CaBundle(bundle, read_pem_bundle(bundle)))
-    client = IbaneraClient(connection, Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01)),
-                           memory=LoginMemory.first_contact())
+    client = IbaneraClient(
+        connection,
+        Config((connection,), request_timeout=5, retry=RetryPolicy(1, 0.01, 0.01)),
+        memory=LoginMemory.first_contact(),
+    )
     try:
         if works:
             assert len(client.fetch_balances().rows) == 1
@@ -195,8 +203,21 @@ def test_landing_page_escapes_error_text_from_the_api(tmp_path):
     Content-Type, quoted in the last error, becomes a live <script> on the page."""
     api = HostileApi(200, {"Content-Type": f"text/html; x={SCRIPT_TAG}"}, b"<html>maintenance</html>")
     config = tmp_path / "config.yaml"
-    config.write_text(json.dumps({"connections": [
-        {"name": "hostile", "base_url": api.url, "username": "u", "password": "p", "totp_secret": "JBSWY3DPEHPK3PXP"}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "connections": [
+                    {
+                        "name": "hostile",
+                        "base_url": api.url,
+                        "username": "u",
+                        "password": "p",
+                        "totp_secret": "JBSWY3DPEHPK3PXP",
+                    }
+                ]
+            }
+        )
+    )
     exporter = Running("--config.file", str(config), "--storage.path", rested_storage(tmp_path / "state", "hostile"))
     try:
         _wait_for(lambda: "&lt;script&gt;" in httpx.get(exporter.url + "/").text)
@@ -231,7 +252,9 @@ def test_a_shutdown_during_a_retry_back_off_sends_no_further_request():
         stop = threading.Event()
         connection = connection_for(simulator)
         config = Config((connection,), request_timeout=5, retry=RetryPolicy(5, 20.0, 30.0))
-        poller = Poller(IbaneraClient(connection, config, memory=LoginMemory.first_contact(), stop_event=stop), 60, stop)
+        poller = Poller(
+            IbaneraClient(connection, config, memory=LoginMemory.first_contact(), stop_event=stop), 60, stop
+        )
         poller.start()
         _wait_for(lambda: simulator.faults_served["http"] >= 1)
         stop.set()
@@ -243,10 +266,19 @@ def test_a_shutdown_during_a_retry_back_off_sends_no_further_request():
 
 def _config_file(tmp_path, simulator, **top) -> str:
     config = {
-        "poll_interval": "1m", "request_timeout": "20s",
-        "retry": {"max_attempts": 5, "initial_backoff": "20s", "max_backoff": "30s"}, **top,
-        "connections": [{"name": "c", "base_url": simulator.url, "username": simulator.username,
-                         "password": simulator.password, "totp_secret": simulator.totp_secret_base32}],
+        "poll_interval": "1m",
+        "request_timeout": "20s",
+        "retry": {"max_attempts": 5, "initial_backoff": "20s", "max_backoff": "30s"},
+        **top,
+        "connections": [
+            {
+                "name": "c",
+                "base_url": simulator.url,
+                "username": simulator.username,
+                "password": simulator.password,
+                "totp_secret": simulator.totp_secret_base32,
+            }
+        ],
     }
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))
@@ -259,8 +291,12 @@ def test_sigterm_and_sigint_both_exit_cleanly_during_a_retry_back_off(tmp_path, 
     with a KeyboardInterrupt traceback and a non-zero code."""
     with Simulator(FIVE) as simulator:
         simulator.inject(Fault("http", "balances", status=503), times=5)
-        exporter = Running("--config.file", _config_file(tmp_path, simulator),
-                           "--storage.path", rested_storage(tmp_path / "state", "c"))
+        exporter = Running(
+            "--config.file",
+            _config_file(tmp_path, simulator),
+            "--storage.path",
+            rested_storage(tmp_path / "state", "c"),
+        )
         _wait_for(lambda: simulator.faults_served["http"] >= 1)
         exporter.proc.send_signal(signum)
         _, rest = exporter.proc.communicate(timeout=10)
@@ -334,10 +370,16 @@ def test_a_first_page_reporting_more_than_max_pages_stops_the_poll_at_once(make_
 # -- a bad row's log line --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, raw", [
-    ("totalBalance", None), ("availableBalance", "12.50 "), ("pendingBalance", 1e400), ("bSuppressed", "false"),
-    ("asset", ""),
-])
+@pytest.mark.parametrize(
+    "field, raw",
+    [
+        ("totalBalance", None),
+        ("availableBalance", "12.50 "),
+        ("pendingBalance", 1e400),
+        ("bSuppressed", "false"),
+        ("asset", ""),
+    ],
+)
 def test_a_bad_rows_log_line_names_the_account_and_the_field(make_stack, caplog, field, raw):
     """Mutations: model.parse_account re-raises without `account {id}:`; pages.fetch_all
     re-raises a row error without its text -> the line names neither."""
@@ -392,8 +434,9 @@ def _duration_setting(key: str, value: str) -> str:
     return f"{top}: {{{inner}: {value}}}" if inner else f"{key}: {value}"
 
 
-@pytest.mark.parametrize("key", ["poll_interval", "request_timeout", "login_backoff", "retry.initial_backoff",
-                                 "retry.max_backoff"])
+@pytest.mark.parametrize(
+    "key", ["poll_interval", "request_timeout", "login_backoff", "retry.initial_backoff", "retry.max_backoff"]
+)
 @pytest.mark.parametrize("value, shown", [(".inf", "inf"), ("1.0e+400", "inf"), ("25h", "'25h'"), ("86401", "86401")])
 def test_durations_must_be_finite_and_at_most_a_day(tmp_path, key, value, shown):
     """The bug: `poll_interval: .inf` was accepted, and Event.wait(inf) killed the poller thread.

@@ -53,19 +53,25 @@ def test_every_endpoint_label_value_is_documented_and_every_documented_one_is_em
     undocumented one -> the sets differ. The README said `login` or `accounts_balances`
     only: `clock` and `cards_balances` were emitted but not documented."""
     assert documented_endpoints() == {"login", "accounts_balances", "cards_balances", "clock"}
-    stack = make_stack([account(1)], simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1), Decimal(0),
-                                                                  "0001", "R", "H")]},
-                       connections=[{"cards": True}])
+    stack = make_stack(
+        [account(1)],
+        simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1), Decimal(0), "0001", "R", "H")]},
+        connections=[{"cards": True}],
+    )
     before = stack.metrics()
-    retries_at_start = {dict(labels)["endpoint"]: v for (n, labels), v in before.items()
-                        if n == "ibanera_api_retries_total"}
+    retries_at_start = {
+        dict(labels)["endpoint"]: v for (n, labels), v in before.items() if n == "ibanera_api_retries_total"
+    }
     assert retries_at_start == dict.fromkeys(retries_at_start, 0) and set(retries_at_start) <= documented_endpoints()
     for endpoint in ("login", "balances", "cards"):  # one retry on each endpoint that retries
         stack.simulator.inject(Fault("http", endpoint, status=503))
     stack.poll()
     assert stack.value("ibanera_up", connection="c0") == 1 and stack.value("ibanera_cards_up", connection="c0") == 1
-    emitted = {dict(labels)["endpoint"] for (n, labels), v in stack.metrics().items()
-               if n in ("ibanera_api_requests_total", "ibanera_api_retries_total") and v > 0}
+    emitted = {
+        dict(labels)["endpoint"]
+        for (n, labels), v in stack.metrics().items()
+        if n in ("ibanera_api_requests_total", "ibanera_api_retries_total") and v > 0
+    }
     assert emitted == documented_endpoints()
 
 
@@ -87,6 +93,7 @@ def _polls(times: int):
         for _ in range(times):
             stack.poll()
             stack.clock.advance(60)
+
     return run
 
 
@@ -97,6 +104,7 @@ def _faulted(fault: Fault, times: int, first_a_good_poll: bool = False):
             stack.clock.advance(60)
         stack.simulator.inject(fault, times=times)
         stack.poll()
+
     return run
 
 
@@ -105,6 +113,7 @@ def _a_bug(stack, monkeypatch) -> None:
     # so a bug is planted, in the client's one public listing call.
     def broken(self):
         raise RuntimeError("a bug")
+
     monkeypatch.setattr(IbaneraClient, "fetch_balances", broken)
     stack.poll()
 
@@ -122,8 +131,10 @@ REASONS = {
     "login_backoff": ({"connections": [WRONG]}, _polls(2)),
     "logins_stopped": ({"connections": [WRONG], "config": {"max_login_refusals": 1, "login_backoff": 600}}, _polls(12)),
     "malformed": ({}, _faulted(Fault("html", "balances"), 1)),
-    "too_many_pages": ({"accounts": [account(i) for i in range(1, 4)], "connections": [{"page_size": 1, "max_pages": 2}]},
-                       _polls(1)),
+    "too_many_pages": (
+        {"accounts": [account(i) for i in range(1, 4)], "connections": [{"page_size": 1, "max_pages": 2}]},
+        _polls(1),
+    ),
     "too_large": ({"config": {"max_response_size": 1024}}, _faulted(Fault("huge", "balances", size=2048), 1)),
     "internal": ({}, _a_bug),
 }
@@ -145,15 +156,16 @@ def test_every_poll_failure_reason_is_produced_end_to_end(make_stack, monkeypatc
         run(stack, monkeypatch)
     else:
         run(stack)
-    failures = {dict(labels)["reason"]: v for (n, labels), v in stack.metrics().items()
-                if n == "ibanera_poll_failures_total"}
+    failures = {
+        dict(labels)["reason"]: v for (n, labels), v in stack.metrics().items() if n == "ibanera_poll_failures_total"
+    }
     assert failures[reason] >= 1
     assert stack.value("ibanera_up", connection="c0") == 0
     assert stack.pollers[0].status().accounts.last_error
 
 
 def test_every_failure_counter_starts_at_zero_for_every_reason_cards_too(make_stack):
-    """"Both failure counters are exported at 0 for every reason from the start": the card
+    """ "Both failure counters are exported at 0 for every reason from the start": the card
     twin too. Mutation: the card PollPart starts with an empty Counter."""
     stack = make_stack(connections=[{"cards": True}])
     metrics = stack.metrics()  # before any poll
@@ -188,14 +200,21 @@ def test_the_metric_tables_are_what_metrics_serves(make_stack):
     documented = documented_metrics()
     assert len(documented) == 31
     stack = make_stack(
-        [account(1)], simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1), Decimal(0), "0001", "R", "Ann")]},
-        connections=[{"cards": True, "cards_holder_name_label": True,
-                      "accounts": {1: AccountConfig(name="Payroll", low_available_balance=Decimal(1))}}],
+        [account(1)],
+        simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1), Decimal(0), "0001", "R", "Ann")]},
+        connections=[
+            {
+                "cards": True,
+                "cards_holder_name_label": True,
+                "accounts": {1: AccountConfig(name="Payroll", low_available_balance=Decimal(1))},
+            }
+        ],
         config={"low_available_balance": {"USD": Decimal(1)}, "low_available_card_balance": {"USD": Decimal(1)}},
     )
     stack.poll()
-    served = {f.name: f for f in text_string_to_metric_families(stack.get("/metrics").text)
-              if f.name.startswith("ibanera_")}
+    served = {
+        f.name: f for f in text_string_to_metric_families(stack.get("/metrics").text) if f.name.startswith("ibanera_")
+    }
     assert set(served) == set(documented)
     for name, (kind, labels, optional) in documented.items():
         assert served[name].type == kind, name
@@ -228,8 +247,9 @@ def _run_until_healthy(args: list[str], then=lambda url: None) -> tuple[int, str
     """The console script on a free port: wait for /-/healthy, do `then(url)`, SIGTERM; (code, log)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([SCRIPT, "--web.listen-address", f"127.0.0.1:{port}", *args], stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [SCRIPT, "--web.listen-address", f"127.0.0.1:{port}", *args], stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -251,18 +271,34 @@ def insecure_config(tmp_path_factory):
     """A connection with TLS verification off, so that a warn line appears at every start."""
     with Simulator([account(1)]) as simulator:
         path = tmp_path_factory.mktemp("levels") / "config.yaml"
-        path.write_text(json.dumps({"connections": [{
-            "name": "c", "base_url": simulator.url, "username": simulator.username, "password": simulator.password,
-            "totp_secret": simulator.totp_secret_base32, "tls_insecure_skip_verify": True}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "connections": [
+                        {
+                            "name": "c",
+                            "base_url": simulator.url,
+                            "username": simulator.username,
+                            "password": simulator.password,
+                            "totp_secret": simulator.totp_secret_base32,
+                            "tls_insecure_skip_verify": True,
+                        }
+                    ]
+                }
+            )
+        )
         yield str(path)
 
 
-@pytest.mark.parametrize("level, shown", [("debug", {"debug", "info", "warn"}), ("info", {"info", "warn"}),
-                                          ("warn", {"warn"}), ("error", set())])
+@pytest.mark.parametrize(
+    "level, shown",
+    [("debug", {"debug", "info", "warn"}), ("info", {"info", "warn"}), ("warn", {"warn"}), ("error", set())],
+)
 def test_log_levels_filter_as_documented(insecure_config, level, shown):
     """Mutations: setup_logging ignores --log.level, or maps `warn` to INFO."""
-    code, log = _run_until_healthy(["--config.file", insecure_config, "--log.level", level],
-                                   then=lambda url: httpx.get(url + "/metrics"))
+    code, log = _run_until_healthy(
+        ["--config.file", insecure_config, "--log.level", level], then=lambda url: httpx.get(url + "/metrics")
+    )
     assert code == 0
     levels = set(re.findall(r"^ts=\S+ level=(\w+)", log, re.MULTILINE))
     assert levels == shown, log
@@ -270,6 +306,7 @@ def test_log_levels_filter_as_documented(insecure_config, level, shown):
 
 def test_the_telemetry_path_moves_the_metrics():
     """Mutation: the web server serves the metrics at /metrics whatever --web.telemetry-path says."""
+
     def check(url: str) -> None:
         assert "ibanera_exporter_build_info" in httpx.get(url + "/custom/path").text
         assert httpx.get(url + "/metrics").status_code == 404
@@ -284,29 +321,56 @@ def test_the_telemetry_path_moves_the_metrics():
 MINIMAL = "connections: [{name: x, username: u, password: p, totp_secret: JBSWY3DP}]\n"
 
 
-@pytest.mark.parametrize("text, size", [("512B", 512), ("2kB", 2000), ("3MB", 3_000_000), ("1GB", 10**9),
-                                        ("2KiB", 2048), ("16MiB", 16 * 2**20), ("1GiB", 2**30), ("4096", 4096)])
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("512B", 512),
+        ("2kB", 2000),
+        ("3MB", 3_000_000),
+        ("1GB", 10**9),
+        ("2KiB", 2048),
+        ("16MiB", 16 * 2**20),
+        ("1GiB", 2**30),
+        ("4096", 4096),
+    ],
+)
 def test_every_size_unit_the_readme_lists(tmp_path, text, size):
     """Mutation: kB read as 1024 (or KiB as 1000), and so on for each unit."""
     assert set(re.findall(r"\b(K?i?B|[kMG]i?B)\b", README.split("max_response_size:")[1].split("\n")[0])) == {
-        "B", "kB", "MB", "GB", "KiB", "MiB", "GiB"}
+        "B",
+        "kB",
+        "MB",
+        "GB",
+        "KiB",
+        "MiB",
+        "GiB",
+    }
     path = tmp_path / "config.yaml"
     path.write_text(f"max_response_size: {text}\n{MINIMAL}")
     assert load_config(path).max_response_size == size
 
 
-@pytest.mark.parametrize("setting, key, good", [
-    ("max_login_refusals: 0", "max_login_refusals", False), ("max_login_refusals: 1", "max_login_refusals", True),
-    ("max_login_refusals: 10", "max_login_refusals", True), ("max_login_refusals: 11", "max_login_refusals", False),
-    ("page_size: 10000", "connections[0].page_size", True), ("page_size: 10001", "connections[0].page_size", False),
-    (f"name: {'n' * 63}", "connections[0].name", True), (f"name: {'n' * 64}", "connections[0].name", False),
-    ("max_pages: 0", "connections[0].max_pages", False),
-])
+@pytest.mark.parametrize(
+    "setting, key, good",
+    [
+        ("max_login_refusals: 0", "max_login_refusals", False),
+        ("max_login_refusals: 1", "max_login_refusals", True),
+        ("max_login_refusals: 10", "max_login_refusals", True),
+        ("max_login_refusals: 11", "max_login_refusals", False),
+        ("page_size: 10000", "connections[0].page_size", True),
+        ("page_size: 10001", "connections[0].page_size", False),
+        (f"name: {'n' * 63}", "connections[0].name", True),
+        (f"name: {'n' * 64}", "connections[0].name", False),
+        ("max_pages: 0", "connections[0].max_pages", False),
+    ],
+)
 def test_the_documented_ranges(tmp_path, setting, key, good):
     """Mutations: the bounds of reader.integer calls or of the connection-name pattern moved."""
     path = tmp_path / "config.yaml"
     if key.startswith("connections"):
-        path.write_text(MINIMAL.replace("{name: x", "{" + (setting if setting.startswith("name") else f"name: x, {setting}")))
+        path.write_text(
+            MINIMAL.replace("{name: x", "{" + (setting if setting.startswith("name") else f"name: x, {setting}"))
+        )
     else:
         path.write_text(f"{setting}\n{MINIMAL}")
     if good:
@@ -332,12 +396,22 @@ def test_the_readme_example_shows_the_defaults(tmp_path):
     assert durations[example["login_backoff"]] == config.login_backoff
     retry = example["retry"]
     assert (retry["max_attempts"], durations[retry["initial_backoff"]], durations[retry["max_backoff"]]) == (
-        config.retry.max_attempts, config.retry.initial_backoff, config.retry.max_backoff)
+        config.retry.max_attempts,
+        config.retry.initial_backoff,
+        config.retry.max_backoff,
+    )
     assert example["max_login_refusals"] == config.max_login_refusals
     assert example["max_response_size"] == "16MiB" and config.max_response_size == 16 * 2**20
     shown = example["connections"][0]
-    for key in ("base_url", "totp_secret_encoding", "page_size", "max_pages", "cards", "cards_holder_name_label",
-                "tls_insecure_skip_verify"):
+    for key in (
+        "base_url",
+        "totp_secret_encoding",
+        "page_size",
+        "max_pages",
+        "cards",
+        "cards_holder_name_label",
+        "tls_insecure_skip_verify",
+    ):
         assert shown[key] == getattr(connection, key), key
 
 
@@ -345,14 +419,18 @@ def test_the_readme_example_shows_the_defaults(tmp_path):
 
 
 def test_samples_carry_no_timestamps(make_stack):
-    """"They carry no timestamps: they are what the last good poll saw." Mutation: the
+    """ "They carry no timestamps: they are what the last good poll saw." Mutation: the
     balance rendering appends the poll's time to each sample."""
-    stack = make_stack([account(1), account(2)], simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1),
-                                                                              Decimal(0), "0001", "R", "H")]},
-                       connections=[{"cards": True}])
+    stack = make_stack(
+        [account(1), account(2)],
+        simulator={"cards": [SimCard(1, "USD", Decimal(1), Decimal(1), Decimal(0), "0001", "R", "H")]},
+        connections=[{"cards": True}],
+    )
     stack.poll()
-    for parse, accept in ((text_string_to_metric_families, "text/plain"),
-                          (parse_openmetrics, "application/openmetrics-text; version=1.0.0")):
+    for parse, accept in (
+        (text_string_to_metric_families, "text/plain"),
+        (parse_openmetrics, "application/openmetrics-text; version=1.0.0"),
+    ):
         text = stack.get("/metrics", headers={"Accept": accept}).text
         ours = [s for f in parse(text) if f.name.startswith("ibanera_") for s in f.samples]
         assert len(ours) > 20
@@ -367,13 +445,18 @@ def documented_login_refusals() -> set[str]:
 def test_login_failure_reasons_are_the_documented_credential_refusals(make_stack):
     """Mutations: a messageCode added to (or dropped from) CREDENTIAL_REFUSALS, or an
     undocumented refusal counted (and pausing logins) as a refused login."""
-    assert documented_login_refusals() == {"Username_Or_Password_Incorrect", "Account_Not_Verified", "Account_Locked",
-                                           "Account_Suppressed"}
+    assert documented_login_refusals() == {
+        "Username_Or_Password_Incorrect",
+        "Account_Not_Verified",
+        "Account_Locked",
+        "Account_Suppressed",
+    }
     stack = make_stack()
     stack.simulator.inject(Fault("status0", "login", message_code="Some_New_Refusal"))
     stack.poll()
-    failures = {dict(labels)["reason"]: v for (n, labels), v in stack.metrics().items()
-                if n == "ibanera_login_failures_total"}
+    failures = {
+        dict(labels)["reason"]: v for (n, labels), v in stack.metrics().items() if n == "ibanera_login_failures_total"
+    }
     assert failures == dict.fromkeys(documented_login_refusals(), 0)
     assert stack.value("ibanera_poll_failures_total", connection="c0", reason="rejected") == 1
     stack.poll()  # no login pause: the next poll logs in

@@ -178,16 +178,26 @@ def test_a_negative_pending_balance_is_published_as_reported(make_stack):
     assert stack.balances("ibanera_pending_balance") == {"1": -2.5}
 
 
-@pytest.mark.parametrize("asset, exported", [('US"D', 'US"D'), ("US\\D", "US\\D"), ("us dollar", "US DOLLAR"),
-                                             # codes are upper-cased in ASCII only: no letter changes script or length
-                                             ("Ünïcödé € ß", "ÜNïCöDé € ß"), ("{}=,", "{}=,")])
+@pytest.mark.parametrize(
+    "asset, exported",
+    [
+        ('US"D', 'US"D'),
+        ("US\\D", "US\\D"),
+        ("us dollar", "US DOLLAR"),
+        # codes are upper-cased in ASCII only: no letter changes script or length
+        ("Ünïcödé € ß", "ÜNïCöDé € ß"),
+        ("{}=,", "{}=,"),
+    ],
+)
 def test_odd_asset_names_are_escaped_and_parse_back_exactly(make_stack, asset, exported):
     stack = make_stack([account(1, asset=asset, total="1.5")])
     stack.poll()
     labels = [dict(found) for (n, found) in stack.metrics() if n == "ibanera_total_balance"]
     assert labels == [{"connection": "c0", "asset_account_id": "1", "asset": exported}]
     om = stack.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
-    om_assets = [s.labels["asset"] for f in parse_openmetrics(om) if f.name == "ibanera_total_balance" for s in f.samples]
+    om_assets = [
+        s.labels["asset"] for f in parse_openmetrics(om) if f.name == "ibanera_total_balance" for s in f.samples
+    ]
     assert om_assets == [exported]
 
 
@@ -201,9 +211,17 @@ json_values = st.recursive(
 row_fields = st.fixed_dictionaries(
     {},
     optional={
-        "id": json_values, "asset": json_values, "totalBalance": json_values, "availableBalance": json_values,
-        "pendingBalance": json_values, "bSuppressed": json_values, "currency": json_values, "cardLast4": json_values,
-        "status": json_values, "customersReference": json_values, "cardHolderName": json_values,
+        "id": json_values,
+        "asset": json_values,
+        "totalBalance": json_values,
+        "availableBalance": json_values,
+        "pendingBalance": json_values,
+        "bSuppressed": json_values,
+        "currency": json_values,
+        "cardLast4": json_values,
+        "status": json_values,
+        "customersReference": json_values,
+        "cardHolderName": json_values,
     },
 )
 
@@ -213,10 +231,15 @@ def _dumps(value) -> bytes:
 
 
 @settings(max_examples=300)
-@given(status=st.sampled_from([200, 201, 204, 400, 401, 403, 404, 429, 500, 503]),
-       body=st.one_of(st.binary(max_size=200), json_values.map(_dumps),
-                      st.fixed_dictionaries({"status": json_values, "errors": json_values, "details": json_values}).map(_dumps)),
-       retry_after=st.none() | st.text(max_size=30))
+@given(
+    status=st.sampled_from([200, 201, 204, 400, 401, 403, 404, 429, 500, 503]),
+    body=st.one_of(
+        st.binary(max_size=200),
+        json_values.map(_dumps),
+        st.fixed_dictionaries({"status": json_values, "errors": json_values, "details": json_values}).map(_dumps),
+    ),
+    retry_after=st.none() | st.text(max_size=30),
+)
 def test_decode_envelope_returns_an_envelope_or_raises_its_own_errors(status, body, retry_after):
     headers = {"Retry-After": retry_after} if retry_after is not None else {}
     try:
@@ -228,13 +251,24 @@ def test_decode_envelope_returns_an_envelope_or_raises_its_own_errors(status, bo
 
 
 @settings(max_examples=300)
-@given(envelope=st.fixed_dictionaries({"status": st.just("1")}, optional={
-    "details": st.lists(row_fields, max_size=5) | json_values,
-    "pageNumber": json_values, "numberOfPages": json_values, "pageSize": json_values,
-}), page=st.integers(min_value=1, max_value=5), cards=st.booleans())
+@given(
+    envelope=st.fixed_dictionaries(
+        {"status": st.just("1")},
+        optional={
+            "details": st.lists(row_fields, max_size=5) | json_values,
+            "pageNumber": json_values,
+            "numberOfPages": json_values,
+            "pageSize": json_values,
+        },
+    ),
+    page=st.integers(min_value=1, max_value=5),
+    cards=st.booleans(),
+)
 def test_read_page_returns_valid_rows_or_raises_malformed(envelope, page, cards):
     try:
-        result = read_page(envelope, page, (lambda row, notes: parse_card(row, notes=notes)) if cards else parse_account)
+        result = read_page(
+            envelope, page, (lambda row, notes: parse_card(row, notes=notes)) if cards else parse_account
+        )
     except MalformedResponse:
         return
     assert isinstance(result, Page)
@@ -323,11 +357,19 @@ def test_a_good_login_resets_the_count_of_refusals(make_stack):
 
 def _config_for(simulator, path, **top) -> str:
     config = {
-        "poll_interval": "1m", "request_timeout": "20s",
+        "poll_interval": "1m",
+        "request_timeout": "20s",
         "retry": {"max_attempts": 5, "initial_backoff": "20s", "max_backoff": "30s"},
         **top,
-        "connections": [{"name": "slow", "base_url": simulator.url, "username": simulator.username,
-                         "password": simulator.password, "totp_secret": simulator.totp_secret_base32}],
+        "connections": [
+            {
+                "name": "slow",
+                "base_url": simulator.url,
+                "username": simulator.username,
+                "password": simulator.password,
+                "totp_secret": simulator.totp_secret_base32,
+            }
+        ],
     }
     path.write_text(json.dumps(config))  # JSON is YAML
     return str(path)
@@ -340,13 +382,20 @@ def _wait_for(condition, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("fault", [Fault("delay", "balances", delay=15), Fault("http", "balances", status=503)],
-                         ids=["during a slow request", "during a retry sleep"])
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("delay", "balances", delay=15), Fault("http", "balances", status=503)],
+    ids=["during a slow request", "during a retry sleep"],
+)
 def test_sigterm_exits_cleanly_within_two_seconds(tmp_path, fault):
     with Simulator(FIVE) as simulator:
         simulator.inject(fault, times=5)
-        exporter = Running("--config.file", _config_for(simulator, tmp_path / "config.yaml"),
-                           "--storage.path", rested_storage(tmp_path / "state", "slow"))
+        exporter = Running(
+            "--config.file",
+            _config_for(simulator, tmp_path / "config.yaml"),
+            "--storage.path",
+            rested_storage(tmp_path / "state", "slow"),
+        )
         _wait_for(lambda: simulator.requests["/api/v1/customer/accounts/balances"] >= 1)
         time.sleep(0.3)  # inside the slow reply, or inside the 20s back-off
         code, seconds, log = exporter.stop()
@@ -377,8 +426,13 @@ def test_a_poller_thread_leaves_a_retry_sleep_at_once():
 def test_a_30_second_soak_under_20_percent_faults(tmp_path):
     """The short version of bench/soak.py: its long runs are in the README."""
     out = tmp_path / "soak.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "30", "--json", str(out)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "30", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     report = json.loads(out.read_text())
     assert result.returncode == 0, result.stdout + result.stderr
     assert report["scrape_errors"] == 0 and report["wrong_values"] == 0

@@ -34,14 +34,23 @@ PATIENCE = 15.0
 
 
 def config_text(simulator: Simulator, names: tuple[str, ...] = ("a", "b"), **overrides: Any) -> str:
-    connection = {"base_url": simulator.url, "username": simulator.username, "password_file": "password",
-                  "totp_secret": simulator.totp_secret_base32, "page_size": 10}
-    data = {"poll_interval": "1h", "connections": [{"name": n, **connection} for n in names],
-            "thresholds": {"low_available_balance": {"USD": 100}}}
+    connection = {
+        "base_url": simulator.url,
+        "username": simulator.username,
+        "password_file": "password",
+        "totp_secret": simulator.totp_secret_base32,
+        "page_size": 10,
+    }
+    data = {
+        "poll_interval": "1h",
+        "connections": [{"name": n, **connection} for n in names],
+        "thresholds": {"low_available_balance": {"USD": 100}},
+    }
     for key, value in overrides.items():
         if key.startswith("connection_"):  # connection_b={"page_size": 5}: settings of one connection
-            data["connections"] = [{**c, **value} if c["name"] == key[len("connection_"):] else c
-                                   for c in data["connections"]]
+            data["connections"] = [
+                {**c, **value} if c["name"] == key[len("connection_") :] else c for c in data["connections"]
+            ]
         else:
             data[key] = value
     return yaml.safe_dump(data)
@@ -82,8 +91,11 @@ class Exporter:
         return samples(httpx.get(self.url + "/metrics").text)
 
     def series(self, name: str) -> dict[str, float]:
-        return {dict(labels).get("connection") or dict(labels).get("asset", ""): value
-                for (n, labels), value in self.metrics().items() if n == name}
+        return {
+            dict(labels).get("connection") or dict(labels).get("asset", ""): value
+            for (n, labels), value in self.metrics().items()
+            if n == name
+        }
 
     def reload(self, **kwargs: Any) -> httpx.Response:
         return httpx.post(self.url + "/-/reload", **kwargs)
@@ -146,10 +158,13 @@ def test_a_removed_connection_stops_and_its_series_vanish_a_new_one_starts(setup
     assert simulator.logins_succeeded == 3  # c logged in; a did not again
 
 
-@pytest.mark.parametrize("change, name", [
-    ({"connection_b": {"page_size": 1}}, "b"),
-    ({"connection_b": {"name": "b2"}}, "b2"),  # renamed: a new connection, but the same API user
-])
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        ({"connection_b": {"page_size": 1}}, "b"),
+        ({"connection_b": {"name": "b2"}}, "b2"),  # renamed: a new connection, but the same API user
+    ],
+)
 def test_a_changed_connection_restarts_after_the_next_code_step(setup, simulator, change, name):
     # A clock half a second before a step: the restart waits 0.5 s + the margin, then logs in.
     exporter, path = setup(clock=lambda: 1000 * STEP_SECONDS - 0.5)
@@ -177,14 +192,17 @@ def test_a_changed_connection_does_not_start_before_the_next_code_step(setup, si
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"poll_interval": "soon"}, "poll_interval"),
-    ({"connection_b": {"password_file": "missing"}}, "connections[1].password_file"),
-    ({"connection_a": {"colour": "red"}}, "connections[0].colour"),
-    ({"thresholds": {"low_available_balance": {"USD": "lots"}}}, "thresholds.low_available_balance"),
-    # a's new client is built, then b's cannot be (its CA file is not a certificate): neither changes
-    ({"connection_a": {"page_size": 2}, "connection_b": {"ca_file": "password"}}, "connection b: cannot be set up"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"poll_interval": "soon"}, "poll_interval"),
+        ({"connection_b": {"password_file": "missing"}}, "connections[1].password_file"),
+        ({"connection_a": {"colour": "red"}}, "connections[0].colour"),
+        ({"thresholds": {"low_available_balance": {"USD": "lots"}}}, "thresholds.low_available_balance"),
+        # a's new client is built, then b's cannot be (its CA file is not a certificate): neither changes
+        ({"connection_a": {"page_size": 2}, "connection_b": {"ca_file": "password"}}, "connection b: cannot be set up"),
+    ],
+)
 def test_a_bad_file_is_refused_with_the_key_and_the_old_config_keeps_running(setup, simulator, overrides, key):
     exporter, path = setup()
     path.write_text(config_text(simulator, **overrides))
@@ -206,15 +224,19 @@ def test_an_empty_or_truncated_file_is_refused(setup, simulator):
         assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0}
 
 
-@pytest.mark.parametrize("target, file, reason", [
-    ("fifo", "config.yaml", "not a regular file"),  # read_text would wait for a writer: the reload, forever
-    ("fifo", "password", "not a regular file"),
-    ("/dev/zero", "config.yaml", "not a regular file"),  # read until memory runs out
-    ("huge", "config.yaml", "larger than"),
-    ("dir", "config.yaml", "Is a directory"),
-])
+@pytest.mark.parametrize(
+    "target, file, reason",
+    [
+        ("fifo", "config.yaml", "not a regular file"),  # read_text would wait for a writer: the reload, forever
+        ("fifo", "password", "not a regular file"),
+        ("/dev/zero", "config.yaml", "not a regular file"),  # read until memory runs out
+        ("huge", "config.yaml", "larger than"),
+        ("dir", "config.yaml", "Is a directory"),
+    ],
+)
 def test_a_config_or_secret_file_replaced_by_a_fifo_a_device_or_a_huge_file_is_refused_at_once(
-        setup, simulator, tmp_path, target, file, reason):
+    setup, simulator, tmp_path, target, file, reason
+):
     exporter, _ = setup()
     saved = (tmp_path / file).read_text()
     replaced = tmp_path / file

@@ -35,8 +35,13 @@ def client_of(clock):
 
     def make(sim: Simulator) -> IbaneraClient:
         connection = connection_for(sim)
-        client = IbaneraClient(connection, Config((connection,), retry=FAST_RETRY), memory=LoginMemory.first_contact(),
-                               clock=clock, sleep=sleep)
+        client = IbaneraClient(
+            connection,
+            Config((connection,), retry=FAST_RETRY),
+            memory=LoginMemory.first_contact(),
+            clock=clock,
+            sleep=sleep,
+        )
         clients.append(client)
         return client
 

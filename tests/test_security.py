@@ -102,8 +102,16 @@ def test_tls(web, certs):
 
 
 def test_mtls_accepts_a_client_certificate_from_the_ca_and_refuses_none(web, certs):
-    server = web({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
-                                        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.crt"}})
+    server = web(
+        {
+            "tls_server_config": {
+                "cert_file": "server.crt",
+                "key_file": "server.key",
+                "client_auth_type": "RequireAndVerifyClientCert",
+                "client_ca_file": "ca.crt",
+            }
+        }
+    )
     with tls_client(certs, client_cert=True) as client:
         assert client.get(f"https://127.0.0.1:{server.port}/metrics").status_code == 200
     with tls_client(certs) as client, pytest.raises(httpx.HTTPError):
@@ -113,8 +121,16 @@ def test_mtls_accepts_a_client_certificate_from_the_ca_and_refuses_none(web, cer
 def test_mtls_refuses_a_certificate_from_another_ca(web, certs, tmp_path):
     other = trustme.CA().issue_cert("intruder.example")
     other.private_key_and_cert_chain_pem.write_to_path(tmp_path / "other.pem")
-    server = web({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
-                                        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.crt"}})
+    server = web(
+        {
+            "tls_server_config": {
+                "cert_file": "server.crt",
+                "key_file": "server.key",
+                "client_auth_type": "RequireAndVerifyClientCert",
+                "client_ca_file": "ca.crt",
+            }
+        }
+    )
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     context.load_cert_chain(str(tmp_path / "other.pem"))
     with httpx.Client(verify=context, timeout=5) as client, pytest.raises(httpx.HTTPError):
@@ -123,9 +139,17 @@ def test_mtls_refuses_a_certificate_from_another_ca(web, certs, tmp_path):
 
 @pytest.mark.parametrize("sans, allowed", [(["scraper.example"], True), (["someone.else"], False)])
 def test_client_allowed_sans(web, certs, sans, allowed):
-    server = web({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
-                                        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.crt",
-                                        "client_allowed_sans": sans}})
+    server = web(
+        {
+            "tls_server_config": {
+                "cert_file": "server.crt",
+                "key_file": "server.key",
+                "client_auth_type": "RequireAndVerifyClientCert",
+                "client_ca_file": "ca.crt",
+                "client_allowed_sans": sans,
+            }
+        }
+    )
     with tls_client(certs, client_cert=True) as client:
         if allowed:
             assert client.get(f"https://127.0.0.1:{server.port}/metrics").status_code == 200
@@ -134,12 +158,15 @@ def test_client_allowed_sans(web, certs, sans, allowed):
                 client.get(f"https://127.0.0.1:{server.port}/metrics")
 
 
-@pytest.mark.parametrize("auth, code", [
-    (("prometheus", PASSWORD), 200),
-    (("prometheus", "wrong"), 401),
-    (("nobody", PASSWORD), 401),
-    (None, 401),
-])
+@pytest.mark.parametrize(
+    "auth, code",
+    [
+        (("prometheus", PASSWORD), 200),
+        (("prometheus", "wrong"), 401),
+        (("nobody", PASSWORD), 401),
+        (None, 401),
+    ],
+)
 def test_basic_auth(web, auth, code):
     server = web({"basic_auth_users": {"prometheus": HASH}})
     response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", auth=auth)
@@ -148,7 +175,9 @@ def test_basic_auth(web, auth, code):
         assert response.headers["WWW-Authenticate"].startswith("Basic ")
         assert "ibanera" not in response.text
     for path in ("/", "/-/ready"):
-        assert httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=auth).status_code == (200 if code == 200 else 401)
+        assert httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=auth).status_code == (
+            200 if code == 200 else 401
+        )
     assert httpx.get(f"http://127.0.0.1:{server.port}/-/healthy").status_code == 200  # probes carry no credentials
 
 
@@ -157,7 +186,9 @@ def test_basic_auth_checks_are_cached_and_unknown_users_cost_a_bcrypt_check(monk
     unknown user costs a check every time (no shortcut that tells names apart by speed)."""
     checks: list[bytes] = []
     real_checkpw = bcrypt.checkpw
-    monkeypatch.setattr(bcrypt, "checkpw", lambda password, hashed: checks.append(hashed) or real_checkpw(password, hashed))
+    monkeypatch.setattr(
+        bcrypt, "checkpw", lambda password, hashed: checks.append(hashed) or real_checkpw(password, hashed)
+    )
     users = {"alice": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))}
     auth = BasicAuth()
     header = "Basic " + base64.b64encode(b"alice:pw").decode()
@@ -178,28 +209,76 @@ def test_basic_auth_checks_are_cached_and_unknown_users_cost_a_bcrypt_check(monk
 
 
 def test_security_headers(web):
-    headers = {"X-Frame-Options": "deny", "X-Content-Type-Options": "nosniff",
-               "Strict-Transport-Security": "max-age=31536000", "Content-Security-Policy": "default-src 'none'"}
+    headers = {
+        "X-Frame-Options": "deny",
+        "X-Content-Type-Options": "nosniff",
+        "Strict-Transport-Security": "max-age=31536000",
+        "Content-Security-Policy": "default-src 'none'",
+    }
     server = web({"http_server_config": {"headers": headers}})
     response = httpx.get(f"http://127.0.0.1:{server.port}/metrics")
     for name, value in headers.items():
         assert response.headers[name] == value
 
 
-@pytest.mark.parametrize("config, says", [
-    ({"tls_server_config": {"cert_file": "server.crt"}}, "cert_file and key_file are both required"),
-    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "colour": "red"}}, "tls_server_config.colour: unknown key"),
-    ({"tls_server_config": {"cert_file": "missing.crt", "key_file": "server.key"}}, "cannot load"),
-    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "client_auth_type": "RequireAndVerifyClientCert"}}, "client_ca_file: required"),
-    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "client_auth_type": "RequireAnyClientCert", "client_ca_file": "ca.crt"}}, "use RequireAndVerifyClientCert"),
-    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "min_version": "TLS13", "max_version": "TLS12"}}, "below min_version"),
-    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "cipher_suites": ["TLS_AES_128_GCM_SHA256"]}}, "cipher_suites: not supported"),
-    ({"http_server_config": {"headers": {"X-Frame-Options": "allow-from x"}}}, "deny, sameorigin"),
-    ({"http_server_config": {"headers": {"X-Powered-By": "me"}}}, "not an allowed header"),
-    ({"basic_auth_users": {"alice": "plaintext-password"}}, "expected a whole bcrypt hash"),
-    ({"rate_limit": {"interval": "1s", "burst": 2}}, "rate_limit: not supported"),
-    ({"basic_auth": {}}, "basic_auth: unknown key"),
-])
+@pytest.mark.parametrize(
+    "config, says",
+    [
+        ({"tls_server_config": {"cert_file": "server.crt"}}, "cert_file and key_file are both required"),
+        (
+            {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "colour": "red"}},
+            "tls_server_config.colour: unknown key",
+        ),
+        ({"tls_server_config": {"cert_file": "missing.crt", "key_file": "server.key"}}, "cannot load"),
+        (
+            {
+                "tls_server_config": {
+                    "cert_file": "server.crt",
+                    "key_file": "server.key",
+                    "client_auth_type": "RequireAndVerifyClientCert",
+                }
+            },
+            "client_ca_file: required",
+        ),
+        (
+            {
+                "tls_server_config": {
+                    "cert_file": "server.crt",
+                    "key_file": "server.key",
+                    "client_auth_type": "RequireAnyClientCert",
+                    "client_ca_file": "ca.crt",
+                }
+            },
+            "use RequireAndVerifyClientCert",
+        ),
+        (
+            {
+                "tls_server_config": {
+                    "cert_file": "server.crt",
+                    "key_file": "server.key",
+                    "min_version": "TLS13",
+                    "max_version": "TLS12",
+                }
+            },
+            "below min_version",
+        ),
+        (
+            {
+                "tls_server_config": {
+                    "cert_file": "server.crt",
+                    "key_file": "server.key",
+                    "cipher_suites": ["TLS_AES_128_GCM_SHA256"],
+                }
+            },
+            "cipher_suites: not supported",
+        ),
+        ({"http_server_config": {"headers": {"X-Frame-Options": "allow-from x"}}}, "deny, sameorigin"),
+        ({"http_server_config": {"headers": {"X-Powered-By": "me"}}}, "not an allowed header"),
+        ({"basic_auth_users": {"alice": "plaintext-password"}}, "expected a whole bcrypt hash"),
+        ({"rate_limit": {"interval": "1s", "burst": 2}}, "rate_limit: not supported"),
+        ({"basic_auth": {}}, "basic_auth: unknown key"),
+    ],
+)
 def test_bad_web_config_files_are_refused_with_the_key(certs, config, says):
     (certs / "web.yml").write_text(yaml.safe_dump(config))
     with pytest.raises(WebConfigError) as info:
@@ -210,8 +289,14 @@ def test_bad_web_config_files_are_refused_with_the_key(certs, config, says):
 
 def test_a_bad_web_config_stops_the_exporter_at_start_up(tmp_path):
     (tmp_path / "web.yml").write_text("tls_server_config: {cert_file: nope.crt, key_file: nope.key}\n")
-    result = subprocess.run([SCRIPT, "--demo", "--web.config.file", str(tmp_path / "web.yml")], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "tls_server_config: cannot load" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run(
+        [SCRIPT, "--demo", "--web.config.file", str(tmp_path / "web.yml")], capture_output=True, text=True, timeout=30
+    )
+    assert (
+        result.returncode == 2
+        and "tls_server_config: cannot load" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_certificates_rotate_without_a_restart(web, certs, tmp_path):
@@ -275,9 +360,22 @@ def test_turning_verification_off_needs_its_own_key_and_warns_at_start(https_sim
     simulator, _ = https_simulator
     assert len(_client(simulator, tls_insecure_skip_verify=True).fetch_balances().rows) == 1
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"connections": [{
-        "name": "insecure", "base_url": simulator.url, "username": simulator.username, "password": simulator.password,
-        "totp_secret": simulator.totp_secret_base32, "tls_insecure_skip_verify": True}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "connections": [
+                    {
+                        "name": "insecure",
+                        "base_url": simulator.url,
+                        "username": simulator.username,
+                        "password": simulator.password,
+                        "totp_secret": simulator.totp_secret_base32,
+                        "tls_insecure_skip_verify": True,
+                    }
+                ]
+            }
+        )
+    )
     exporter = Running("--config.file", str(config))
     _, _, log = exporter.stop()
     assert re.search(r"level=warn .*TLS verification is off.*connection=insecure", log)
@@ -306,18 +404,39 @@ def test_no_secret_ever_appears_in_output_metrics_or_pages(tmp_path, log_format)
     # code has used, then waits about a second instead of up to 30 (the exporter follows the
     # server's clock from its Date headers).
     skew = [0.0]
-    with Simulator([account(1)], username=LEAK_USER, password=LEAK_PASSWORD, totp_secret=LEAK_TOTP_KEY,
-                   token_lifetime=2, clock=lambda: time.time() + skew[0]) as simulator:
-        good = {"name": "good", "base_url": simulator.url, "username": LEAK_USER, "password": LEAK_PASSWORD,
-                "totp_secret": totp_base32}
+    with Simulator(
+        [account(1)],
+        username=LEAK_USER,
+        password=LEAK_PASSWORD,
+        totp_secret=LEAK_TOTP_KEY,
+        token_lifetime=2,
+        clock=lambda: time.time() + skew[0],
+    ) as simulator:
+        good = {
+            "name": "good",
+            "base_url": simulator.url,
+            "username": LEAK_USER,
+            "password": LEAK_PASSWORD,
+            "totp_secret": totp_base32,
+        }
         refused = {**good, "name": "refused", "password": LEAK_PASSWORD + "-wrong"}
         config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump({"poll_interval": "300ms", "retry": {"max_attempts": 2, "initial_backoff": "10ms",
-                                                                                "max_backoff": "20ms"},
-                                          "connections": [good, refused]}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "poll_interval": "300ms",
+                    "retry": {"max_attempts": 2, "initial_backoff": "10ms", "max_backoff": "20ms"},
+                    "connections": [good, refused],
+                }
+            )
+        )
         for args in (["--config.check"], ["--config.check", "--log.level", "debug"]):
-            result = subprocess.run([SCRIPT, "--config.file", str(config), "--log.format", log_format, *args],
-                                    capture_output=True, text=True, timeout=30)
+            result = subprocess.run(
+                [SCRIPT, "--config.file", str(config), "--log.format", log_format, *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert result.returncode == 0
             outputs += [result.stdout, result.stderr]
         bad = tmp_path / "bad.yaml"
@@ -329,13 +448,25 @@ def test_no_secret_ever_appears_in_output_metrics_or_pages(tmp_path, log_format)
             assert result.returncode == 2
             outputs += [result.stdout, result.stderr]
 
-        for fault in (Fault("status0", "balances", message_code="Leak_Check"), Fault("http", "balances", status=503),
-                      Fault("html", "balances"), Fault("http", "balances", status=401)):
+        for fault in (
+            Fault("status0", "balances", message_code="Leak_Check"),
+            Fault("http", "balances", status=503),
+            Fault("html", "balances"),
+            Fault("http", "balances", status=401),
+        ):
             simulator.inject(fault, times=2)
         skew[0] = (26 - time.time()) % 30
         skew[0] += 30 if skew[0] < 3 else 0  # beyond the 2 s the exporter puts down to noise
-        exporter = Running("--config.file", str(config), "--log.level", "debug", "--log.format", log_format,
-                           "--storage.path", rested_storage(tmp_path / "state", "good", "refused"))
+        exporter = Running(
+            "--config.file",
+            str(config),
+            "--log.level",
+            "debug",
+            "--log.format",
+            log_format,
+            "--storage.path",
+            rested_storage(tmp_path / "state", "good", "refused"),
+        )
         try:
             deadline = time.monotonic() + 40
             # Tokens expire every 2 s; a new login waits for a fresh 30 s code step: two logins.
@@ -346,9 +477,17 @@ def test_no_secret_ever_appears_in_output_metrics_or_pages(tmp_path, log_format)
         finally:
             _, _, log = exporter.stop()
         outputs.append(log)
-        secrets = [LEAK_USER, LEAK_PASSWORD, totp_base32, LEAK_TOTP_KEY.decode(), *simulator.issued_tokens,
-                   *set(simulator.otp_codes_seen)]
-    assert simulator.logins_failed >= 1 and len(simulator.issued_tokens) >= 2 and len(set(simulator.otp_codes_seen)) >= 2
+        secrets = [
+            LEAK_USER,
+            LEAK_PASSWORD,
+            totp_base32,
+            LEAK_TOTP_KEY.decode(),
+            *simulator.issued_tokens,
+            *set(simulator.otp_codes_seen),
+        ]
+    assert (
+        simulator.logins_failed >= 1 and len(simulator.issued_tokens) >= 2 and len(set(simulator.otp_codes_seen)) >= 2
+    )
     assert "login refused" in log and "Leak_Check" in log  # the paths under test really ran
     everything = "\n".join(outputs)
     leaked = [s for s in secrets if _contains(everything, s)]
@@ -356,8 +495,9 @@ def test_no_secret_ever_appears_in_output_metrics_or_pages(tmp_path, log_format)
 
 
 def test_config_objects_redact_secrets_in_repr():
-    connection = ConnectionConfig(name="c", username=Secret(LEAK_USER), password=Secret(LEAK_PASSWORD),
-                                  totp_secret=Secret("JBSWY3DPEHPK3PXP"))
+    connection = ConnectionConfig(
+        name="c", username=Secret(LEAK_USER), password=Secret(LEAK_PASSWORD), totp_secret=Secret("JBSWY3DPEHPK3PXP")
+    )
     text = repr(Config(connections=(connection,))) + str(connection)
     assert LEAK_PASSWORD not in text and LEAK_USER not in text and "JBSWY3DP" not in text
     assert "Secret('********')" in text

@@ -170,13 +170,25 @@ def _cpu_seconds(pid: int) -> float:
 def test_out_of_descriptors_accept_backs_off_and_recovers(tmp_path):
     with Simulator([account(1)]) as simulator:
         conn = connection_for(simulator)
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump({
-            "poll_interval": "1h",
-            "connections": [{"name": "c", "base_url": conn.base_url, "username": conn.username.reveal(),
-                             "password": conn.password.reveal(), "totp_secret": conn.totp_secret.reveal()}],
-        }))
-        daemon = Running("--config.file", str(tmp_path / "config.yaml"),
-                         "--storage.path", rested_storage(tmp_path / "state", "c"))
+        (tmp_path / "config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "poll_interval": "1h",
+                    "connections": [
+                        {
+                            "name": "c",
+                            "base_url": conn.base_url,
+                            "username": conn.username.reveal(),
+                            "password": conn.password.reveal(),
+                            "totp_secret": conn.totp_secret.reveal(),
+                        }
+                    ],
+                }
+            )
+        )
+        daemon = Running(
+            "--config.file", str(tmp_path / "config.yaml"), "--storage.path", rested_storage(tmp_path / "state", "c")
+        )
         try:
             daemon.wait_ready()
             pid = daemon.proc.pid
@@ -209,11 +221,22 @@ def test_out_of_descriptors_accept_backs_off_and_recovers(tmp_path):
 # -- HTTP details ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header, gzipped", [
-    ("gzip", True), ("gzip, deflate, br", True), ("gzip;q=1.0, identity;q=0.5", True), ("*", True),
-    ("gzip;q=0", False), ("identity", False), ("GZIP;Q=0", False), ("deflate, *;q=0", False),
-    ("gzip;q=0, *", False), ("gzip;q=nonsense", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "header, gzipped",
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("gzip;q=1.0, identity;q=0.5", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("identity", False),
+        ("GZIP;Q=0", False),
+        ("deflate, *;q=0", False),
+        ("gzip;q=0, *", False),
+        ("gzip;q=nonsense", False),
+        ("", False),
+    ],
+)
 def test_accept_encoding_q_values(server, header, gzipped):
     assert gzip_accepted(header) is gzipped
     with connect(server) as sock:
@@ -235,11 +258,16 @@ def test_a_body_on_get_is_discarded_not_parsed_as_the_next_request(server):
     assert (status, body) == (200, b"Ready.\n")  # the answer to /-/ready, not a 404 for the smuggled /nope
 
 
-@pytest.mark.parametrize("framing", [
-    b"Transfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
-    b"Content-Length: 1000000\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"Content-Length: " + b"9" * 5000 + b"\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",  # past int()'s 4300 digits
-])
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
+        b"Content-Length: 1000000\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"Content-Length: "
+        + b"9" * 5000
+        + b"\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",  # past int()'s 4300 digits
+    ],
+)
 def test_a_body_that_is_not_read_closes_the_connection(server, framing):
     with connect(server) as sock:
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n" + framing)
@@ -256,23 +284,26 @@ def test_http_1_0_gets_a_close(server):
         assert closed_by_server(sock)
 
 
-@pytest.mark.parametrize("request_bytes, code", [
-    (b"GET /\r\n", 400),  # HTTP/0.9
-    (b"GET /metrics\r\n\r\n", 400),
-    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400),  # a TLS hello on the plain port
-    (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
-    (b"GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n", 400),  # space before the colon
-    (b"GET /metrics HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),  # obsolete line folding
-    (b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-    (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
-    (b"GET /metrics HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
-    # A bare CR ends the line for some proxies: the Content-Length behind it would frame a body they forward.
-    (b"GET /metrics HTTP/1.1\r\nX-A: 1\rContent-Length: 5\r\n\r\n", 400),
-    (b"GET /metrics HTTP/1.1\r\r\n\r\n", 400),
-    (b"GET /metrics HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
-    (b"GET /met\x00rics HTTP/1.1\r\n\r\n", 400),
-    (b"GET /metrics HTTP/1.1\r\nContent-Length: \xb9\r\n\r\n", 400),  # '\xb9' is a digit to str.isdigit()
-])
+@pytest.mark.parametrize(
+    "request_bytes, code",
+    [
+        (b"GET /\r\n", 400),  # HTTP/0.9
+        (b"GET /metrics\r\n\r\n", 400),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400),  # a TLS hello on the plain port
+        (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
+        (b"GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n", 400),  # space before the colon
+        (b"GET /metrics HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),  # obsolete line folding
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"GET /metrics HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+        # A bare CR ends the line for some proxies: the Content-Length behind it would frame a body they forward.
+        (b"GET /metrics HTTP/1.1\r\nX-A: 1\rContent-Length: 5\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
+        (b"GET /met\x00rics HTTP/1.1\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: \xb9\r\n\r\n", 400),  # '\xb9' is a digit to str.isdigit()
+    ],
+)
 def test_garbage_gets_an_error_and_a_close(server, request_bytes, code):
     with connect(server) as sock:
         sock.sendall(request_bytes)
@@ -281,9 +312,15 @@ def test_garbage_gets_an_error_and_a_close(server, request_bytes, code):
         assert closed_by_server(sock)
 
 
-@pytest.mark.parametrize("method, path, code", [
-    ("PUT", "/metrics", 405), ("DELETE", "/", 405), ("POST", "/metrics", 405), ("BREW", "/metrics", 501),
-])
+@pytest.mark.parametrize(
+    "method, path, code",
+    [
+        ("PUT", "/metrics", 405),
+        ("DELETE", "/", 405),
+        ("POST", "/metrics", 405),
+        ("BREW", "/metrics", 501),
+    ],
+)
 def test_methods(server, method, path, code):
     with connect(server) as sock:
         sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
@@ -310,7 +347,11 @@ def read_response_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
-    return int(status_line.split(" ")[1]), {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}, rest
+    return (
+        int(status_line.split(" ")[1]),
+        {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)},
+        rest,
+    )
 
 
 def test_at_the_cap_a_connection_being_answered_is_never_closed_to_make_room():
@@ -346,8 +387,11 @@ def test_a_client_that_never_reads_its_response_is_closed_at_the_write_deadline(
     # With one connection allowed, the next client is served only once the first one's thread
     # gave up writing: without a write deadline, never.
     body = b"x" * (32 * 1024 * 1024)  # more than the socket buffers of both ends hold
-    server = HTTPServer(("127.0.0.1", 0), lambda request: Response(200, (body,)),
-                        ServerLimits(max_connections=1, read_header_timeout=PATIENCE, write_timeout=1.0))
+    server = HTTPServer(
+        ("127.0.0.1", 0),
+        lambda request: Response(200, (body,)),
+        ServerLimits(max_connections=1, read_header_timeout=PATIENCE, write_timeout=1.0),
+    )
     server.start()
     try:
         stuck = socket.socket()
@@ -378,6 +422,8 @@ def test_a_bug_in_the_server_costs_one_connection_and_is_logged_in_the_log_forma
     sock = connect(server)
     sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
     assert closed_by_server(sock)
-    assert "connection failed on an unexpected error" in caplog.text and "RuntimeError" in [
-        getattr(r, "error", "") for r in caplog.records][-1]
+    assert (
+        "connection failed on an unexpected error" in caplog.text
+        and "RuntimeError" in [getattr(r, "error", "") for r in caplog.records][-1]
+    )
     assert healthy(server)

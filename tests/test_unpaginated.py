@@ -25,20 +25,30 @@ def test_one_request_and_one_code_per_poll(make_stack):
 
 
 def test_cards_still_page(make_stack):
-    stack = make_stack([account(1)], simulator={"cards": [card(i) for i in range(1, 251)]},
-                       connections=[{"page_size": "all", "cards": True}])
+    stack = make_stack(
+        [account(1)],
+        simulator={"cards": [card(i) for i in range(1, 251)]},
+        connections=[{"page_size": "all", "cards": True}],
+    )
     stack.poll()
     assert stack.value("ibanera_cards", connection="c0") == 250
     assert stack.simulator.requests[CARDS_PATH] == 3  # pages of 100, not the server default of 10
 
 
-@pytest.mark.parametrize("counts_pages, says", [
-    (True, "asked for the whole list (page_size: all), the server answered page 1 of 24: set page_size to a number"),
-    (False, "the server answered a full page of 5 without a page count: set page_size to a number"),
-])
+@pytest.mark.parametrize(
+    "counts_pages, says",
+    [
+        (
+            True,
+            "asked for the whole list (page_size: all), the server answered page 1 of 24: set page_size to a number",
+        ),
+        (False, "the server answered a full page of 5 without a page count: set page_size to a number"),
+    ],
+)
 def test_a_server_that_pages_anyway_is_refused_not_cut_short(make_stack, counts_pages, says):
-    stack = make_stack(MANY, connections=[{"page_size": "all"}],
-                       simulator={"max_page_size": 5, "report_number_of_pages": counts_pages})
+    stack = make_stack(
+        MANY, connections=[{"page_size": "all"}], simulator={"max_page_size": 5, "report_number_of_pages": counts_pages}
+    )
     stack.poll()
     status = stack.pollers[0].status().accounts
     assert status.snapshot is None and says in status.last_error
@@ -52,7 +62,9 @@ def test_the_whole_list_is_still_bounded_by_max_response_size(make_stack):
 
 
 def _page_size(value: object):
-    data = {"connections": [{"name": "x", "username": "u", "password": "p", "totp_secret": "JBSWY3DP", "page_size": value}]}
+    data = {
+        "connections": [{"name": "x", "username": "u", "password": "p", "totp_secret": "JBSWY3DP", "page_size": value}]
+    }
     return parse_config(data, "t.yaml").connections[0].page_size
 
 

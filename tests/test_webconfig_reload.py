@@ -22,8 +22,13 @@ ca, certs, web = test_security.ca, test_security.certs, test_security.web
 
 AUTH = {"basic_auth_users": {"prometheus": HASH}}
 TLS = {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}
-MTLS = {"tls_server_config": {**TLS["tls_server_config"], "client_auth_type": "RequireAndVerifyClientCert",
-                              "client_ca_file": "ca.crt"}}
+MTLS = {
+    "tls_server_config": {
+        **TLS["tls_server_config"],
+        "client_auth_type": "RequireAndVerifyClientCert",
+        "client_ca_file": "ca.crt",
+    }
+}
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> str:
@@ -53,12 +58,15 @@ def test_an_in_place_rewrite_never_turns_basic_auth_off(web, certs, caplog):
     assert "the web config file is empty" in logged(caplog) and "turn basic auth off" in logged(caplog)
 
 
-@pytest.mark.parametrize("replacement, reason", [
-    ("", "the web config file is empty"),
-    ("{}\n", "turn basic auth off"),
-    (yaml.safe_dump({"http_server_config": {"headers": {"X-Frame-Options": "deny"}}}), "turn basic auth off"),
-    ("basic_auth_users: {prometheus: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "replacement, reason",
+    [
+        ("", "the web config file is empty"),
+        ("{}\n", "turn basic auth off"),
+        (yaml.safe_dump({"http_server_config": {"headers": {"X-Frame-Options": "deny"}}}), "turn basic auth off"),
+        ("basic_auth_users: {prometheus: [\n", "not valid YAML"),
+    ],
+)
 def test_an_atomic_replacement_that_would_turn_basic_auth_off_is_refused(web, certs, caplog, replacement, reason):
     server = web(AUTH)
     url = f"http://127.0.0.1:{server.port}/metrics"
@@ -70,12 +78,15 @@ def test_an_atomic_replacement_that_would_turn_basic_auth_off_is_refused(web, ce
     assert reason in logged(caplog) and "last good one stays in use" in logged(caplog)
 
 
-@pytest.mark.parametrize("start, replacement", [
-    (TLS, {}),
-    (TLS, AUTH),
-    (MTLS, TLS),  # client certificates no longer asked for
-    ({"tls_server_config": {**MTLS["tls_server_config"], "client_allowed_sans": ["scraper.example"]}}, MTLS),
-])
+@pytest.mark.parametrize(
+    "start, replacement",
+    [
+        (TLS, {}),
+        (TLS, AUTH),
+        (MTLS, TLS),  # client certificates no longer asked for
+        ({"tls_server_config": {**MTLS["tls_server_config"], "client_allowed_sans": ["scraper.example"]}}, MTLS),
+    ],
+)
 def test_a_reload_that_would_turn_tls_or_client_checks_off_is_refused(web, certs, caplog, start, replacement):
     server = web(start)
     replace_atomically(certs / "web.yml", yaml.safe_dump(replacement))
@@ -112,7 +123,9 @@ def test_a_half_written_certificate_pair_keeps_the_old_one(web, certs, tmp_path,
 
 def test_http2_is_refused_with_a_clear_error_and_false_is_accepted(tmp_path):
     (tmp_path / "web.yml").write_text("http_server_config: {http2: true}\n")
-    with pytest.raises(WebConfigError, match=r"http_server_config\.http2: not supported: this exporter serves HTTP/1\.1"):
+    with pytest.raises(
+        WebConfigError, match=r"http_server_config\.http2: not supported: this exporter serves HTTP/1\.1"
+    ):
         load_web_config(tmp_path / "web.yml")
     (tmp_path / "web.yml").write_text("http_server_config: {http2: false}\n")
     assert load_web_config(tmp_path / "web.yml").config.tls is None
@@ -139,13 +152,18 @@ def test_a_refused_change_is_read_again_when_its_certificates_are_complete(web, 
 
 
 @pytest.mark.parametrize("value", ["default-src \u2019self\u2019", "none\r\nSet-Cookie: session=1"])
-def test_a_header_value_that_cannot_be_sent_as_it_is_is_refused_and_requests_are_still_answered(web, certs, caplog,
-                                                                                               value):
+def test_a_header_value_that_cannot_be_sent_as_it_is_is_refused_and_requests_are_still_answered(
+    web, certs, caplog, value
+):
     # A typographic quote cannot be encoded into a response head (every request, /-/healthy
     # included, lost its connection); a line break would add a header of its own.
     server = web(AUTH)
-    replace_atomically(certs / "web.yml", yaml.safe_dump({**AUTH, "http_server_config": {
-        "headers": {"Content-Security-Policy": value}}}, allow_unicode=True))
+    replace_atomically(
+        certs / "web.yml",
+        yaml.safe_dump(
+            {**AUTH, "http_server_config": {"headers": {"Content-Security-Policy": value}}}, allow_unicode=True
+        ),
+    )
     for path in ("/-/healthy", "/metrics"):
         response = httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
         assert response.status_code == 200
@@ -172,8 +190,9 @@ def test_a_certificate_file_replaced_by_a_fifo_is_refused_and_requests_go_on(web
     assert "not a regular file" in logged(caplog)
 
 
-@pytest.mark.parametrize("hashed", [HASH[:30], HASH[:4] + "xx" + HASH[6:], HASH[:4] + "31" + HASH[6:],
-                                    HASH + "x", "$2y$" + "x" * 56])
+@pytest.mark.parametrize(
+    "hashed", [HASH[:30], HASH[:4] + "xx" + HASH[6:], HASH[:4] + "31" + HASH[6:], HASH + "x", "$2y$" + "x" * 56]
+)
 def test_a_bcrypt_hash_that_is_not_whole_is_refused_at_load(tmp_path, hashed):
     """A hash cut short or with a cost that is not a number made every unknown user's check a 500
     with a traceback; cost 31 would take hours per check."""

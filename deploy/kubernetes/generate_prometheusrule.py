@@ -25,5 +25,7 @@ def prometheus_rule() -> dict:
 
 
 if __name__ == "__main__":
-    header = "# Generated from exporter/rules.py by deploy/kubernetes/generate_prometheusrule.py: edit the rules there.\n"
+    header = (
+        "# Generated from exporter/rules.py by deploy/kubernetes/generate_prometheusrule.py: edit the rules there.\n"
+    )
     TARGET.write_text(header + yaml.safe_dump(prometheus_rule(), sort_keys=False, width=120))

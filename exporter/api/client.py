@@ -53,16 +53,29 @@ class IbaneraClient:
         stop_event = stop_event or threading.Event()
         key = decode_secret(connection.totp_secret.reveal(), connection.totp_secret_encoding)
         self._transport = Transport(
-            connection, request_timeout=config.request_timeout, retry=config.retry,
-            max_response_size=config.max_response_size, counters=self.counters, clock=clock,
+            connection,
+            request_timeout=config.request_timeout,
+            retry=config.retry,
+            max_response_size=config.max_response_size,
+            counters=self.counters,
+            clock=clock,
             on_date=lambda date, sent_at: self._codes.observe_date(date, sent_at),
-            stop_event=stop_event, sleep=sleep,
+            stop_event=stop_event,
+            sleep=sleep,
         )
         memory = memory or LoginMemory.open(None, connection.name, clock(), config.login_backoff)
         self._codes = OneTimeCodes(key, connection.name, clock, self._transport.sleep, memory)
-        self._session = Session(connection, self._transport, self._codes, self.counters, memory,
-                                login_backoff=config.login_backoff, max_login_refusals=config.max_login_refusals,
-                                clock=clock, one_login=one_login)
+        self._session = Session(
+            connection,
+            self._transport,
+            self._codes,
+            self.counters,
+            memory,
+            login_backoff=config.login_backoff,
+            max_login_refusals=config.max_login_refusals,
+            clock=clock,
+            one_login=one_login,
+        )
         self._dialects_told: dict[str, Dialect] = {}  # by endpoint: what the log last said
 
     @property
@@ -87,16 +100,21 @@ class IbaneraClient:
     def fetch_balances(self) -> Listed[AccountBalance]:
         """Every page of the caller's asset accounts, or an ApiError: never a partial list."""
         page_size = self.connection.page_size
-        listed = fetch_all(accounts_listing(), self._session.get, None if page_size == "all" else page_size,
-                           self.connection.max_pages)
+        listed = fetch_all(
+            accounts_listing(), self._session.get, None if page_size == "all" else page_size, self.connection.max_pages
+        )
         return self._told("accounts_balances", listed)
 
     def fetch_cards(self) -> Listed[CardBalance]:
         """Every page of the customer's card balances, or an ApiError: never a partial list."""
         listing = cards_listing(self.connection.cards_holder_name_label)
         page_size = self.connection.page_size
-        listed = fetch_all(listing, self._session.get, CARDS_PAGE_SIZE_WITH_ALL if page_size == "all" else page_size,
-                           self.connection.max_pages)
+        listed = fetch_all(
+            listing,
+            self._session.get,
+            CARDS_PAGE_SIZE_WITH_ALL if page_size == "all" else page_size,
+            self.connection.max_pages,
+        )
         return self._told("cards_balances", listed)
 
     def _told(self, endpoint: str, listed: Listed[Row]) -> Listed[Row]:
@@ -104,6 +122,8 @@ class IbaneraClient:
         exporter at a new account learns which of the docs' dialects it speaks."""
         if listed.rows and self._dialects_told.get(endpoint) != listed.dialect:
             self._dialects_told[endpoint] = listed.dialect
-            log.info("the API's dialect", extra={"connection": self.connection.name, "endpoint": endpoint,
-                                                 "dialect": listed.dialect.describe()})
+            log.info(
+                "the API's dialect",
+                extra={"connection": self.connection.name, "endpoint": endpoint, "dialect": listed.dialect.describe()},
+            )
         return listed

@@ -50,8 +50,14 @@ def date_header_time(value: str | None) -> float | None:
 class OneTimeCodes:
     """The TOTP codes of one connection. Used by one poller thread only."""
 
-    def __init__(self, key: bytes, connection: str, clock: Callable[[], float], sleep: Callable[[float], None],
-                 memory: LoginMemory) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        connection: str,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        memory: LoginMemory,
+    ) -> None:
         self._key = key
         self._memory = memory
         self._connection = connection
@@ -81,8 +87,10 @@ class OneTimeCodes:
         # Date is truncated to the second: its true value is half a second later on average.
         sample = server_time + 0.5 - (sent_at + self._clock()) / 2
         if abs(sample) > MAX_PLAUSIBLE_OFFSET:
-            log.warning("ignoring an implausible Date header from the API",
-                        extra={"connection": self._connection, "offset": f"{sample:.0f}s"})
+            log.warning(
+                "ignoring an implausible Date header from the API",
+                extra={"connection": self._connection, "offset": f"{sample:.0f}s"},
+            )
             return
         self._samples.append(sample)
         agreeing = [s for s in self._samples if sum(abs(s - o) <= CLOCK_OFFSET_TOLERANCE for o in self._samples) >= 2]
@@ -126,8 +134,10 @@ class OneTimeCodes:
         self._reused_refusals += 1
         if self._reused_refusals >= 2 and not self._fresh_per_request:
             self._fresh_per_request = True
-            log.info("the API refuses one-time codes used twice; until the next login every request waits for a "
-                     "fresh code", extra={"connection": self._connection})
+            log.info(
+                "the API refuses one-time codes used twice; until the next login every request waits for a fresh code",
+                extra={"connection": self._connection},
+            )
         self._force_fresh = True
 
     def reused_code_accepted(self) -> None:
@@ -147,12 +157,16 @@ class OneTimeCodes:
     def _code(self, fresh: bool) -> str:
         step = int(self.server_time() // STEP_SECONDS)
         if self._last_step is not None and self._last_step > step + _MAX_STEPS_AHEAD:
-            log.warning("the last step used is far ahead of the clock; waiting for the next step only",
-                        extra={"connection": self._connection})
+            log.warning(
+                "the last step used is far ahead of the clock; waiting for the next step only",
+                extra={"connection": self._connection},
+            )
             self._last_step = step
         wait = self._wait(fresh)
         if wait:
-            log.info("waiting for a fresh one-time code", extra={"connection": self._connection, "wait": f"{wait:.1f}s"})
+            log.info(
+                "waiting for a fresh one-time code", extra={"connection": self._connection, "wait": f"{wait:.1f}s"}
+            )
             self._sleep(wait)
         now = self.server_time()
         step = int(now // STEP_SECONDS)

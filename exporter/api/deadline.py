@@ -70,8 +70,9 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         left = _time_left(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
 
@@ -114,8 +115,14 @@ def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
 
 
 class _DeadlineBackend(httpcore.SyncBackend):
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
         # Connected by address: the host name still serves TLS (SNI and the certificate
         # check), which httpcore takes from the request's origin, not from here.
         error: Exception | None = None
@@ -133,8 +140,9 @@ def deadline_transport(verify: ssl.SSLContext | bool, proxy: str | None = None) 
     """httpx's own transport (through `proxy`, if given), its connections made by the deadline backend."""
     # One poller thread uses the client, one request at a time: two connections bound its
     # descriptors; idle ones go after 5 s, as httpx's own default.
-    transport = httpx.HTTPTransport(verify=verify, proxy=proxy,
-                                    limits=httpx.Limits(max_connections=2, keepalive_expiry=5.0))
+    transport = httpx.HTTPTransport(
+        verify=verify, proxy=proxy, limits=httpx.Limits(max_connections=2, keepalive_expiry=5.0)
+    )
     # httpx takes no network backend: the pool it built (direct, HTTP or SOCKS proxy) gets
     # ours. The drip-feed tests (tests/test_hostile_api.py, test_hostile_more.py) fail if this breaks.
     transport._pool._network_backend = _DeadlineBackend()
@@ -147,5 +155,7 @@ def deadline_mounts(verify: ssl.SSLContext | bool) -> dict[str, httpx.BaseTransp
     httpx reads these variables only when it builds its own transport: given ours, it
     would silently ignore them and connect directly.
     """
-    return {pattern: None if url is None else deadline_transport(verify, url)
-            for pattern, url in get_environment_proxies().items()}
+    return {
+        pattern: None if url is None else deadline_transport(verify, url)
+        for pattern, url in get_environment_proxies().items()
+    }

@@ -68,8 +68,13 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> JsonObject:
 def loads_strict(content: bytes | bytearray) -> object:
     """JSON -> Python with Decimal numbers; ValueError for anything not strictly JSON."""
     try:
-        return json.loads(content, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant,
-                          object_pairs_hook=_unique_keys)
+        return json.loads(
+            content,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
+        )
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -106,7 +111,9 @@ def _errors(payload: JsonObject | None) -> tuple[tuple[str, str], ...]:
         except KeysDifferInCase:
             error = None
         if error is not None:
-            pairs.append((token(error.get("fieldname")) if error.get("fieldname") else "", token(error.get("messagecode"))))
+            pairs.append(
+                (token(error.get("fieldname")) if error.get("fieldname") else "", token(error.get("messagecode")))
+            )
     return tuple(pairs)
 
 
@@ -115,8 +122,9 @@ def _folded(payload: object) -> JsonObject | None:
     return fold_keys(payload) if isinstance(payload, dict) else None
 
 
-def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], content: bytes | bytearray,
-                    now: float) -> JsonObject:
+def decode_envelope(
+    endpoint: str, status: int, headers: Mapping[str, str], content: bytes | bytearray, now: float
+) -> JsonObject:
     """An HTTP reply -> the envelope of a success, or the ApiError that says what went wrong."""
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(headers.get("Retry-After"), now)
@@ -143,7 +151,7 @@ def decode_envelope(endpoint: str, status: int, headers: Mapping[str, str], cont
         errors = _errors(payload)
         codes = ", ".join(code for _, code in errors)
         raise ApiRejected(f"{endpoint}: status 0 ({codes or 'no messageCode'})", errors)
-    raise MalformedResponse(f"{endpoint}: the envelope has no status \"1\" or \"0\"")
+    raise MalformedResponse(f'{endpoint}: the envelope has no status "1" or "0"')
 
 
 @dataclass(frozen=True)
@@ -153,8 +161,9 @@ class Page(Generic[Row]):
     served_size: int | None  # the page size the server says it used
 
 
-def read_page(envelope: JsonObject, page: int, parse_row: Callable[[object, Notes], Row],
-              notes: Notes | None = None) -> Page[Row]:
+def read_page(
+    envelope: JsonObject, page: int, parse_row: Callable[[object, Notes], Row], notes: Notes | None = None
+) -> Page[Row]:
     """One page of a listing, every row validated (the forms it used go into `notes`), or MalformedResponse."""
     try:
         envelope = fold_keys(envelope)  # as decode_envelope made it already; anything else, too
@@ -177,8 +186,7 @@ def read_page(envelope: JsonObject, page: int, parse_row: Callable[[object, Note
     served_size = _paging(envelope, "pagesize", "pageSize", page)
     if number_of_pages == 0 and parsed:
         raise MalformedResponse(f"page {page}: numberOfPages is 0, but the page has rows")
-    return Page(rows=tuple(parsed), number_of_pages=number_of_pages,
-                served_size=served_size if served_size else None)
+    return Page(rows=tuple(parsed), number_of_pages=number_of_pages, served_size=served_size if served_size else None)
 
 
 def _paging(envelope: JsonObject, key: str, name: str, page: int) -> int | None:

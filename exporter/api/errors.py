@@ -97,7 +97,17 @@ class Cancelled(Exception):
 INTERNAL_REASON = "internal"
 
 FAILURE_CLASSES: tuple[type[ApiError], ...] = (
-    RequestTimeout, ConnectionFailed, RateLimited, ServerError, Unauthorized, ApiRejected,
-    LoginRefused, LoginPaused, LoginsStopped, MalformedResponse, TooManyPages, ResponseTooLarge,
+    RequestTimeout,
+    ConnectionFailed,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    ApiRejected,
+    LoginRefused,
+    LoginPaused,
+    LoginsStopped,
+    MalformedResponse,
+    TooManyPages,
+    ResponseTooLarge,
 )
 POLL_FAILURE_REASONS: tuple[str, ...] = (*(cls.reason for cls in FAILURE_CLASSES), INTERNAL_REASON)

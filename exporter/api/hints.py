@@ -32,8 +32,10 @@ def login_hint(message_code: str, connection: ConnectionConfig, clock_offset: fl
     """Advice for a login refused with `message_code`, one of counters.CREDENTIAL_REFUSALS."""
     if message_code == "Username_Or_Password_Incorrect":
         # Ibanera answers a wrong one-time code the same way, so the secret and the clock are suspects too.
-        return (f"check the username, the password and the TOTP secret, totp_secret_encoding ({connection.totp_secret_encoding} "
-                f"now; ascii if the secret is plain text), and the clock offset: {clock_words(clock_offset)}")
+        return (
+            f"check the username, the password and the TOTP secret, totp_secret_encoding ({connection.totp_secret_encoding} "
+            f"now; ascii if the secret is plain text), and the clock offset: {clock_words(clock_offset)}"
+        )
     if message_code == "Account_Locked":
         return "Ibanera locks the account for 10 minutes after failed logins: wait, and check the credentials first"
     if message_code == "Account_Not_Verified":

@@ -53,17 +53,23 @@ class LoginMemory:
         path = directory / f"{connection}.state.json" if directory else None
         unknown_step = int(now // STEP_SECONDS)  # nobody can say it was not used: wait for the next
         if path is None or not path.exists():
-            log.info("no remembered login state: the first one-time code waits for the next 30 s step (at most 30 s)",
-                     extra={"connection": connection, "state_file": str(path) if path else "none"})
+            log.info(
+                "no remembered login state: the first one-time code waits for the next 30 s step (at most 30 s)",
+                extra={"connection": connection, "state_file": str(path) if path else "none"},
+            )
             return cls(LoginState(last_code_step=unknown_step), path)
         try:
             state = _read(path)
         except StateFileError as exc:
-            log.error("the login state file cannot be trusted: logins pause for login_backoff, as after a refusal",
-                      extra={"connection": connection, "error": str(exc)})
+            log.error(
+                "the login state file cannot be trusted: logins pause for login_backoff, as after a refusal",
+                extra={"connection": connection, "error": str(exc)},
+            )
             return cls(LoginState(last_code_step=unknown_step, logins_paused_until=now + login_backoff), path)
-        log.info("login state restored", extra={"connection": connection, "state_file": str(path),
-                                                "refusals_in_a_row": state.refusals_in_a_row})
+        log.info(
+            "login state restored",
+            extra={"connection": connection, "state_file": str(path), "refusals_in_a_row": state.refusals_in_a_row},
+        )
         return cls(state, path)
 
     @classmethod
@@ -113,8 +119,10 @@ class LoginMemory:
         except OSError as exc:
             # Polling goes on: only a crash within the same 30 s step could then reuse a code.
             if not self._write_failed:
-                log.error("cannot write the login state file; a restart may not know the last step used",
-                          extra={"state_file": str(path), "error": exc.strerror or type(exc).__name__})
+                log.error(
+                    "cannot write the login state file; a restart may not know the last step used",
+                    extra={"state_file": str(path), "error": exc.strerror or type(exc).__name__},
+                )
             self._write_failed = True
         else:
             self._write_failed = False

@@ -47,15 +47,27 @@ class Listed(Generic[Row]):
 
 
 def accounts_listing() -> Listing[AccountBalance]:
-    return Listing("accounts_balances", BALANCES_PATH, "pageNumber", "pageSize",
-                   parse_account, lambda account: account.asset_account_id)
+    return Listing(
+        "accounts_balances",
+        BALANCES_PATH,
+        "pageNumber",
+        "pageSize",
+        parse_account,
+        lambda account: account.asset_account_id,
+    )
 
 
 def cards_listing(keep_holder_name: bool) -> Listing[CardBalance]:
     # The cards endpoint spells its paging parameters with capitals, as documented. The
     # holder's name is personal data: read only when the config asks for it.
-    return Listing("cards_balances", CARDS_PATH, "PageNumber", "PageSize",
-                   lambda row, notes: parse_card(row, keep_holder_name, notes), lambda card: card.card_id)
+    return Listing(
+        "cards_balances",
+        CARDS_PATH,
+        "PageNumber",
+        "PageSize",
+        lambda row, notes: parse_card(row, keep_holder_name, notes),
+        lambda card: card.card_id,
+    )
 
 
 GetPage = Callable[[str, str, QueryParams | None], JsonObject]
@@ -94,8 +106,10 @@ def fetch_all(listing: Listing[Row], get: GetPage, page_size: int | None, max_pa
             break
         if result.number_of_pages is not None:
             if result.number_of_pages > max_pages:
-                raise TooManyPages(f"{listing.endpoint}: the server reports {result.number_of_pages} pages, "
-                                   f"more than max_pages={max_pages}")
+                raise TooManyPages(
+                    f"{listing.endpoint}: the server reports {result.number_of_pages} pages, "
+                    f"more than max_pages={max_pages}"
+                )
             if page >= result.number_of_pages:
                 break
             if not result.rows:
@@ -111,9 +125,13 @@ def fetch_all(listing: Listing[Row], get: GetPage, page_size: int | None, max_pa
 def _check_whole(endpoint: str, result: Page[Row]) -> None:
     """The reply to a request without paging parameters must be the whole list, not page 1 of it."""
     if result.number_of_pages is not None and result.number_of_pages > 1:
-        raise MalformedResponse(f"{endpoint}: asked for the whole list (page_size: all), the server answered page 1 of "
-                                f"{result.number_of_pages}: set page_size to a number")
+        raise MalformedResponse(
+            f"{endpoint}: asked for the whole list (page_size: all), the server answered page 1 of "
+            f"{result.number_of_pages}: set page_size to a number"
+        )
     # No page count, but a page size that the rows fill: the list may have been cut there.
     if result.number_of_pages is None and result.served_size is not None and len(result.rows) >= result.served_size:
-        raise MalformedResponse(f"{endpoint}: asked for the whole list (page_size: all), the server answered a full "
-                                f"page of {result.served_size} without a page count: set page_size to a number")
+        raise MalformedResponse(
+            f"{endpoint}: asked for the whole list (page_size: all), the server answered a full "
+            f"page of {result.served_size} without a page count: set page_size to a number"
+        )

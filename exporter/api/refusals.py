@@ -15,8 +15,9 @@ from .memory import LoginMemory
 
 
 class LoginGate:
-    def __init__(self, memory: LoginMemory, *, login_backoff: float, max_login_refusals: int,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, memory: LoginMemory, *, login_backoff: float, max_login_refusals: int, clock: Callable[[], float]
+    ) -> None:
         self._memory = memory
         self._login_backoff = login_backoff
         self._max_login_refusals = max_login_refusals

@@ -127,8 +127,12 @@ class Session:
     def _ensure_token(self) -> None:
         if not self._token_lasts():
             self._login()  # no token that will still be good: log in, waiting for a fresh step if need be
-        elif self._token is not None and self._clock() >= self._token.renew_at and self._codes.fresh_step_available() \
-                and not self._one_login:
+        elif (
+            self._token is not None
+            and self._clock() >= self._token.renew_at
+            and self._codes.fresh_step_available()
+            and not self._one_login
+        ):
             self._login()  # renewal, now that it costs no wait
 
     def _token_lasts(self) -> bool:
@@ -170,15 +174,18 @@ class Session:
         self._codes.new_token()
         self._token = read_token(envelope, sent_at)
         self._token_lifetime = self._token.lifetime
-        log.info("logged in", extra={"connection": self._connection.name, "token_expires_in": f"{self._token.lifetime:g}s"})
+        log.info(
+            "logged in", extra={"connection": self._connection.name, "token_expires_in": f"{self._token.lifetime:g}s"}
+        )
 
     def _refused(self, refusal: str, exc: ApiRejected) -> LoginRefused:
         self._counters.login_failure(refusal)
         then = self._gate.refused()
         # The same hint as --connection.check gives: the log line and the landing page show it.
         hint = login_hint(refusal, self._connection, self._codes.offset)
-        return LoginRefused(f"login refused ({refusal}): {exc}; {then}, so that the account is not locked; {hint}",
-                            refusal, hint)
+        return LoginRefused(
+            f"login refused ({refusal}): {exc}; {then}, so that the account is not locked; {hint}", refusal, hint
+        )
 
     def _probe_clock(self) -> None:
         """Learn the server's clock before the first login, from two replies to GET /.
@@ -195,4 +202,3 @@ class Session:
 
 def _is_otp_refusal(exc: ApiRejected) -> bool:
     return any(field.lower() == "otp" or "otp" in code.lower() for field, code in exc.errors)
-

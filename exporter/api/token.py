@@ -44,10 +44,14 @@ def read_token(envelope: JsonObject, sent_at: float) -> Token:
     token = details.get("accesstoken")
     lifetime = details.get("expiresin")
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-        raise MalformedResponse("login: details.accessToken is missing, empty, longer than 8192 characters, or "
-                                "not printable ASCII without spaces")
-    if isinstance(lifetime, bool) or not isinstance(lifetime, (int, Decimal)) or not (
-        MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME
+        raise MalformedResponse(
+            "login: details.accessToken is missing, empty, longer than 8192 characters, or "
+            "not printable ASCII without spaces"
+        )
+    if (
+        isinstance(lifetime, bool)
+        or not isinstance(lifetime, (int, Decimal))
+        or not (MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME)
     ):
         raise MalformedResponse("login: details.expiresIn is not a number of seconds from 1 to 604800 (7 days)")
     seconds = float(lifetime)

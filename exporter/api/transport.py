@@ -70,8 +70,10 @@ class Transport:
             multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
         )
         if connection.tls_insecure_skip_verify:
-            log.warning("TLS verification is off: anyone on the path to the API can read the credentials",
-                        extra={"connection": connection.name})
+            log.warning(
+                "TLS verification is off: anyone on the path to the API can read the credentials",
+                extra={"connection": connection.name},
+            )
         self._request_timeout = request_timeout
         verification = _tls_verification(connection)
         self._http = httpx.Client(
@@ -84,8 +86,11 @@ class Transport:
             # The API authenticates by token: cookies a reply sets are neither kept nor sent
             # back, or each reply could add ~100 kB to the client and to every later request.
             cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
-            headers={"User-Agent": f"ibanera-exporter/{__version__}", "Accept": "application/json",
-                     "Accept-Encoding": ACCEPT_ENCODING},
+            headers={
+                "User-Agent": f"ibanera-exporter/{__version__}",
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
         )
 
     def close(self) -> None:
@@ -164,19 +169,22 @@ class Transport:
         sent_at = self._clock()
         try:
             with deadline(self._request_timeout):
-                built = self._http.build_request(request.method, request.path, params=request.params,
-                                                 json=request.json_body, headers=request.headers)
+                built = self._http.build_request(
+                    request.method, request.path, params=request.params, json=request.json_body, headers=request.headers
+                )
                 response = self._http.send(built, stream=True)
                 try:
                     code = str(response.status_code)
-                    content = read_body(endpoint, response.headers.get("Content-Encoding"), response.iter_raw(),
-                                        self._max_response_size)
+                    content = read_body(
+                        endpoint, response.headers.get("Content-Encoding"), response.iter_raw(), self._max_response_size
+                    )
                 finally:
                     response.close()
         except httpx.TimeoutException:
             code = "timeout"
-            raise RequestTimeout(f"{endpoint}: no complete answer within request_timeout "
-                                 f"({self._request_timeout:g}s)") from None
+            raise RequestTimeout(
+                f"{endpoint}: no complete answer within request_timeout ({self._request_timeout:g}s)"
+            ) from None
         except httpx.HTTPError as exc:
             raise ConnectionFailed(f"{endpoint}: {_describe(exc)}") from None
         finally:

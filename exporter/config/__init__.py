@@ -22,7 +22,22 @@ from .model import (
 from .units import MAX_DURATION, format_duration, parse_duration, parse_size
 
 __all__ = [
-    "DEFAULT_BASE_URL", "DEFAULT_MAX_LOGIN_REFUSALS", "DEFAULT_MAX_RESPONSE_SIZE", "MAX_DURATION", "MIN_LOGIN_BACKOFF",
-    "TOTP_SECRET_ENCODINGS", "AccountConfig", "CaBundle", "Config", "ConfigError", "ConnectionConfig", "RetryPolicy", "Secret",
-    "format_duration", "load_config", "parse_config", "parse_duration", "parse_size",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_LOGIN_REFUSALS",
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "MAX_DURATION",
+    "MIN_LOGIN_BACKOFF",
+    "TOTP_SECRET_ENCODINGS",
+    "AccountConfig",
+    "CaBundle",
+    "Config",
+    "ConfigError",
+    "ConnectionConfig",
+    "RetryPolicy",
+    "Secret",
+    "format_duration",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
 ]

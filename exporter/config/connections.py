@@ -13,10 +13,20 @@ from .reader import Reader, Yaml, amount, default, type_name
 _CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # matched whole: `$` lets a final line break pass
 _BASE_URL = re.compile(r"https?://[^/\s]+(/\S*)?", re.ASCII)
 _SECRET_KEYS = ("username", "password", "totp_secret")
-_CONNECTION_KEYS = {"name", "base_url", "totp_secret_encoding", "page_size", "max_pages", "ca_file",
-                    "tls_insecure_skip_verify", "cards", "cards_holder_name_label", "accounts"} | {
-    k for s in _SECRET_KEYS for k in (s, f"{s}_file")
-}
+_CONNECTION_KEYS = {
+    "name",
+    "base_url",
+    "totp_secret_encoding",
+    "page_size",
+    "max_pages",
+    "ca_file",
+    "tls_insecure_skip_verify",
+    "cards",
+    "cards_holder_name_label",
+    "accounts",
+} | {k for s in _SECRET_KEYS for k in (s, f"{s}_file")}
+
+
 def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
     data = reader.mapping(data, key, _CONNECTION_KEYS, required={"name"})
     name = reader.string(data, "name", f"{key}.name")
@@ -25,10 +35,13 @@ def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
     base_url = reader.string(data, "base_url", f"{key}.base_url", DEFAULT_BASE_URL).rstrip("/")
     if not _BASE_URL.fullmatch(base_url):
         raise reader.error(f"{key}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
-    encoding = reader.string(data, "totp_secret_encoding", f"{key}.totp_secret_encoding",
-                             default(ConnectionConfig, "totp_secret_encoding"))
+    encoding = reader.string(
+        data, "totp_secret_encoding", f"{key}.totp_secret_encoding", default(ConnectionConfig, "totp_secret_encoding")
+    )
     if encoding not in TOTP_SECRET_ENCODINGS:
-        raise reader.error(f"{key}.totp_secret_encoding", f"must be one of {', '.join(TOTP_SECRET_ENCODINGS)}, got {encoding!r}")
+        raise reader.error(
+            f"{key}.totp_secret_encoding", f"must be one of {', '.join(TOTP_SECRET_ENCODINGS)}, got {encoding!r}"
+        )
     username, password, totp_secret = (reader.secret(data, s, key) for s in _SECRET_KEYS)
     try:
         decode_secret(totp_secret.reveal(), encoding)
@@ -59,7 +72,9 @@ def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
         totp_secret=totp_secret,
         totp_secret_encoding=encoding,
         page_size=_read_page_size(reader, data, f"{key}.page_size"),
-        max_pages=reader.integer(data, "max_pages", f"{key}.max_pages", default(ConnectionConfig, "max_pages"), 1, 1_000_000),
+        max_pages=reader.integer(
+            data, "max_pages", f"{key}.max_pages", default(ConnectionConfig, "max_pages"), 1, 1_000_000
+        ),
     )
 
 
@@ -109,8 +124,9 @@ def _read_account(reader: Reader, entry: object, key: str) -> AccountConfig:
     if name is not None:
         # A display name goes into labels, legends and alert summaries: one printable line.
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_ACCOUNT_NAME_LENGTH:
-            raise reader.error(f"{key}.name", f"expected a name of 1-{MAX_ACCOUNT_NAME_LENGTH} characters, "
-                                              f"got {type_name(name)}")
+            raise reader.error(
+                f"{key}.name", f"expected a name of 1-{MAX_ACCOUNT_NAME_LENGTH} characters, got {type_name(name)}"
+            )
         if not name.isprintable():
             raise reader.error(f"{key}.name", "must be one line of printable characters")
     floor = None
@@ -118,5 +134,7 @@ def _read_account(reader: Reader, entry: object, key: str) -> AccountConfig:
         floor = amount(reader, entry["low_available_balance"], f"{key}.low_available_balance")
         # Ibanera accounts have no overdraft: a negative floor is a typo that would never alert.
         if floor < 0:
-            raise reader.error(f"{key}.low_available_balance", f"must be zero or more, got {entry['low_available_balance']!r}")
+            raise reader.error(
+                f"{key}.low_available_balance", f"must be zero or more, got {entry['low_available_balance']!r}"
+            )
     return AccountConfig(name=name, low_available_balance=floor)

@@ -24,8 +24,14 @@ from .units import parse_duration, parse_size
 # Far more than any real config (a thousand accounts with names is about 60 kB).
 MAX_CONFIG_FILE_BYTES = 1024 * 1024
 _TOP_KEYS = {
-    "poll_interval", "request_timeout", "retry", "login_backoff", "max_login_refusals", "max_response_size",
-    "connections", "thresholds",
+    "poll_interval",
+    "request_timeout",
+    "retry",
+    "login_backoff",
+    "max_login_refusals",
+    "max_response_size",
+    "connections",
+    "thresholds",
 }
 
 
@@ -48,39 +54,59 @@ def _read_thresholds(reader: Reader, data: Yaml, name: str) -> dict[str, Decimal
     return result
 
 
-def parse_config(data: object, source: str, environ: Mapping[str, str] | None = None, base_dir: Path | None = None) -> Config:
+def parse_config(
+    data: object, source: str, environ: Mapping[str, str] | None = None, base_dir: Path | None = None
+) -> Config:
     reader = Reader(source, os.environ if environ is None else environ, base_dir or Path("."))
     data = reader.mapping(data, "", _TOP_KEYS, required={"connections"})
     retry_data = reader.mapping(data.get("retry", {}), "retry", {"max_attempts", "initial_backoff", "max_backoff"})
     defaults = RetryPolicy()
     retry = RetryPolicy(
         max_attempts=reader.integer(retry_data, "max_attempts", "retry.max_attempts", defaults.max_attempts, 1, 20),
-        initial_backoff=reader.parsed(retry_data, "initial_backoff", "retry.initial_backoff", defaults.initial_backoff, parse_duration),
+        initial_backoff=reader.parsed(
+            retry_data, "initial_backoff", "retry.initial_backoff", defaults.initial_backoff, parse_duration
+        ),
         max_backoff=reader.parsed(retry_data, "max_backoff", "retry.max_backoff", defaults.max_backoff, parse_duration),
     )
     if retry.max_backoff < retry.initial_backoff:
         raise reader.error("retry.max_backoff", "must not be shorter than retry.initial_backoff")
     connections_data = data["connections"]
     if not isinstance(connections_data, list) or not connections_data:
-        raise reader.error("connections", f"expected a list of one or more connections, got {type_name(connections_data)}")
+        raise reader.error(
+            "connections", f"expected a list of one or more connections, got {type_name(connections_data)}"
+        )
     connections = tuple(read_connection(reader, c, f"connections[{i}]") for i, c in enumerate(connections_data))
     seen: set[str] = set()
     for i, connection in enumerate(connections):
         if connection.name in seen:
             raise reader.error(f"connections[{i}].name", f"{connection.name!r} is used by another connection")
         seen.add(connection.name)
-    login_backoff = reader.parsed(data, "login_backoff", "login_backoff", default(Config, "login_backoff"), parse_duration)
+    login_backoff = reader.parsed(
+        data, "login_backoff", "login_backoff", default(Config, "login_backoff"), parse_duration
+    )
     if login_backoff < MIN_LOGIN_BACKOFF:
-        raise reader.error("login_backoff", "must be at least 10m: Ibanera locks an account for 10 minutes after failed logins")
-    thresholds = reader.mapping(data.get("thresholds", {}), "thresholds", {"low_available_balance", "low_available_card_balance"})
+        raise reader.error(
+            "login_backoff", "must be at least 10m: Ibanera locks an account for 10 minutes after failed logins"
+        )
+    thresholds = reader.mapping(
+        data.get("thresholds", {}), "thresholds", {"low_available_balance", "low_available_card_balance"}
+    )
     return Config(
         connections=connections,
-        poll_interval=reader.parsed(data, "poll_interval", "poll_interval", default(Config, "poll_interval"), parse_duration),
-        request_timeout=reader.parsed(data, "request_timeout", "request_timeout", default(Config, "request_timeout"), parse_duration),
+        poll_interval=reader.parsed(
+            data, "poll_interval", "poll_interval", default(Config, "poll_interval"), parse_duration
+        ),
+        request_timeout=reader.parsed(
+            data, "request_timeout", "request_timeout", default(Config, "request_timeout"), parse_duration
+        ),
         retry=retry,
         login_backoff=login_backoff,
-        max_login_refusals=reader.integer(data, "max_login_refusals", "max_login_refusals", default(Config, "max_login_refusals"), 1, 10),
-        max_response_size=reader.parsed(data, "max_response_size", "max_response_size", default(Config, "max_response_size"), parse_size),
+        max_login_refusals=reader.integer(
+            data, "max_login_refusals", "max_login_refusals", default(Config, "max_login_refusals"), 1, 10
+        ),
+        max_response_size=reader.parsed(
+            data, "max_response_size", "max_response_size", default(Config, "max_response_size"), parse_size
+        ),
         low_available_balance=_read_thresholds(reader, thresholds, "low_available_balance"),
         low_available_card_balance=_read_thresholds(reader, thresholds, "low_available_card_balance"),
     )

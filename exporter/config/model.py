@@ -18,6 +18,8 @@ DEFAULT_MAX_LOGIN_REFUSALS = 3
 TOTP_SECRET_ENCODINGS = ("base32", "ascii")
 # A page of 1000 accounts is about 150 kB; a reply far past that is not a balances page.
 DEFAULT_MAX_RESPONSE_SIZE = 16 * 1024 * 1024
+
+
 class ConfigError(Exception):
     """The configuration cannot be used. The message is safe to print."""
 

@@ -45,7 +45,9 @@ class Reader:
             raise self.error(f"{key}.{name}" if key else name, "is required")
         return value
 
-    def parsed(self, data: Yaml, name: str, key: str, default: _Parsed, parse: Callable[[object, str], _Parsed]) -> _Parsed:
+    def parsed(
+        self, data: Yaml, name: str, key: str, default: _Parsed, parse: Callable[[object, str], _Parsed]
+    ) -> _Parsed:
         """data[name] through `parse` (parse_duration, parse_size), or `default` when absent."""
         if name not in data:
             return default
@@ -111,8 +113,14 @@ class Reader:
 def type_name(value: object) -> str:
     if value is None:
         return "nothing (null)"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def amount(reader: Reader, value: object, key: str) -> Decimal:

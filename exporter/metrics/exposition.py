@@ -69,8 +69,10 @@ class Exposition:
     def _render_failed(self, connection: str, error: Exception) -> None:
         with self._failures_lock:
             self._render_failures[connection] += 1
-        log.error("cannot render a connection's balances: its balance series are left out until its next good poll",
-                  extra={"connection": connection, "error": type(error).__name__})
+        log.error(
+            "cannot render a connection's balances: its balance series are left out until its next good poll",
+            extra={"connection": connection, "error": type(error).__name__},
+        )
 
     def render(self, openmetrics: bool = False, gzipped: bool = False) -> bytes:
         return b"".join(self.render_parts(openmetrics, gzipped))
@@ -100,7 +102,9 @@ class Exposition:
             if not _same(cache.snapshots, snapshots):
                 statuses = self._statuses()
                 snapshots = _snapshots_of(statuses)
-                cache = _BalanceCache(snapshots, balances.render_balances(statuses, self._refreshed, self._render_failed))
+                cache = _BalanceCache(
+                    snapshots, balances.render_balances(statuses, self._refreshed, self._render_failed)
+                )
             if gzipped and cache.gzip_state is None:
                 compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
                 prefix = compressor.compress(cache.body) + compressor.flush(zlib.Z_SYNC_FLUSH)
@@ -110,8 +114,9 @@ class Exposition:
 
 
 def _snapshots_of(statuses: Sequence[ConnectionStatus]) -> _Snapshots:
-    return tuple(snapshot for s in statuses
-                 for snapshot in (s.accounts.snapshot, s.cards.snapshot if s.cards else None))
+    return tuple(
+        snapshot for s in statuses for snapshot in (s.accounts.snapshot, s.cards.snapshot if s.cards else None)
+    )
 
 
 def _same(cached: _Snapshots, current: _Snapshots) -> bool:

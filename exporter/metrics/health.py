@@ -23,8 +23,13 @@ log = logging.getLogger("exporter.metrics")
 class HealthCollector(Collector):
     """Everything but the balances: small, and built fresh at every scrape."""
 
-    def __init__(self, statuses: Callable[[], Sequence[ConnectionStatus]], config: Config, version: str,
-                 render_failures: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        statuses: Callable[[], Sequence[ConnectionStatus]],
+        config: Config,
+        version: str,
+        render_failures: Callable[[], Mapping[str, int]],
+    ) -> None:
         self._statuses = statuses
         self._render_failures = render_failures
         self._version = version
@@ -71,7 +76,9 @@ class HealthCollector(Collector):
         )
         interval.add_metric([], config.poll_interval)
         yield interval
-        build = GaugeMetricFamily("ibanera_exporter_build_info", "Version of ibanera-exporter, always 1.", labels=["version"])
+        build = GaugeMetricFamily(
+            "ibanera_exporter_build_info", "Version of ibanera-exporter, always 1.", labels=["version"]
+        )
         build.add_metric([self._version], 1)
         yield build
 
@@ -81,7 +88,8 @@ class HealthCollector(Collector):
         )
         polls = CounterMetricFamily("ibanera_polls", "Polls started.", labels=["connection"])
         requests = CounterMetricFamily(
-            "ibanera_api_requests", "HTTP requests sent to the Ibanera API, by endpoint and status code.",
+            "ibanera_api_requests",
+            "HTTP requests sent to the Ibanera API, by endpoint and status code.",
             labels=["connection", "endpoint", "code"],
         )
         retries = CounterMetricFamily(
@@ -89,16 +97,20 @@ class HealthCollector(Collector):
         )
         logins = CounterMetricFamily("ibanera_logins", "Login requests sent.", labels=["connection"])
         login_failures = CounterMetricFamily(
-            "ibanera_login_failures", "Logins refused by Ibanera, by messageCode. Repeated refusals lock the account.",
+            "ibanera_login_failures",
+            "Logins refused by Ibanera, by messageCode. Repeated refusals lock the account.",
             labels=["connection", "reason"],
         )
         token_expiry = GaugeMetricFamily(
-            "ibanera_token_expiry_timestamp_seconds", "Unix time at which the current access token expires.",
+            "ibanera_token_expiry_timestamp_seconds",
+            "Unix time at which the current access token expires.",
             labels=["connection"],
         )
         render_failures = CounterMetricFamily(
-            "ibanera_render_failures", "Renderings of /metrics that left a connection's balance series out because "
-            "its snapshot could not be written (the log says why).", labels=["connection"],
+            "ibanera_render_failures",
+            "Renderings of /metrics that left a connection's balance series out because "
+            "its snapshot could not be written (the log says why).",
+            labels=["connection"],
         )
         failed_renderings = self._render_failures()
         clock_offset = GaugeMetricFamily(
@@ -141,16 +153,24 @@ class PartFamilies:
 
 
 ACCOUNTS_PART = PartFamilies(
-    "ibanera_up", "1 if the last poll of the Ibanera API succeeded, else 0.",
-    "ibanera_asset_accounts", "Asset accounts in the last good poll.",
-    "ibanera_last_success_timestamp_seconds", "Unix time at which the last good poll ended.",
-    "ibanera_poll_failures", "Polls that failed, by reason.",
+    "ibanera_up",
+    "1 if the last poll of the Ibanera API succeeded, else 0.",
+    "ibanera_asset_accounts",
+    "Asset accounts in the last good poll.",
+    "ibanera_last_success_timestamp_seconds",
+    "Unix time at which the last good poll ended.",
+    "ibanera_poll_failures",
+    "Polls that failed, by reason.",
 )
 CARDS_PART = PartFamilies(
-    "ibanera_cards_up", "1 if the last card poll succeeded, else 0 (ibanera_up is about account balances only).",
-    "ibanera_cards", "Cards in the last good card poll.",
-    "ibanera_cards_last_success_timestamp_seconds", "Unix time at which the last good card poll ended.",
-    "ibanera_card_poll_failures", "Card polls that failed, by reason.",
+    "ibanera_cards_up",
+    "1 if the last card poll succeeded, else 0 (ibanera_up is about account balances only).",
+    "ibanera_cards",
+    "Cards in the last good card poll.",
+    "ibanera_cards_last_success_timestamp_seconds",
+    "Unix time at which the last good card poll ended.",
+    "ibanera_card_poll_failures",
+    "Card polls that failed, by reason.",
 )
 
 
@@ -171,8 +191,11 @@ def _part_health(names: PartFamilies, parts: Sequence[tuple[str, PartStatus[Row]
 
 def account_families(connections: Sequence[ConnectionConfig]) -> tuple[Metric, Metric]:
     """What the `accounts:` maps say: display names and per-account floors."""
-    info = GaugeMetricFamily("ibanera_account_info", "Display name of an asset account, from accounts in the config; "
-                             "always 1.", labels=["connection", "asset_account_id", "name"])
+    info = GaugeMetricFamily(
+        "ibanera_account_info",
+        "Display name of an asset account, from accounts in the config; always 1.",
+        labels=["connection", "asset_account_id", "name"],
+    )
     floor = GaugeMetricFamily(
         "ibanera_account_low_threshold",
         "Available balance below which this asset account counts as low, from accounts.<id>.low_available_balance "
@@ -212,5 +235,7 @@ class _UnknownIds:
                 for account_id in sorted(configured[status.name].keys() - polled):
                     if (status.name, account_id) not in self._warned:
                         self._warned.add((status.name, account_id))
-                        log.warning("an account in the config is not among the polled accounts",
-                                    extra={"connection": status.name, "asset_account_id": account_id})
+                        log.warning(
+                            "an account in the config is not among the polled accounts",
+                            extra={"connection": status.name, "asset_account_id": account_id},
+                        )

@@ -20,6 +20,17 @@ from .faults import CHAOS_FAULTS, Fault
 from .state import DROP, RawJson, SimAccount, SimCard, demo_accounts, demo_cards
 
 __all__ = [
-    "BALANCES_PATH", "CARDS_PATH", "CHAOS_FAULTS", "DROP", "LOGIN_PATH", "Fault", "RawJson", "SimAccount", "SimCard",
-    "SimDialect", "Simulator", "demo_accounts", "demo_cards",
+    "BALANCES_PATH",
+    "CARDS_PATH",
+    "CHAOS_FAULTS",
+    "DROP",
+    "LOGIN_PATH",
+    "Fault",
+    "RawJson",
+    "SimAccount",
+    "SimCard",
+    "SimDialect",
+    "Simulator",
+    "demo_accounts",
+    "demo_cards",
 ]

@@ -25,8 +25,16 @@ STEP_SECONDS = 30
 class Auth:
     """Logins, tokens and codes of the one API user. Every method may be called from any thread."""
 
-    def __init__(self, *, username: str, password: str, totp_secret: bytes, token_lifetime: int,
-                 reject_reused_otp: bool, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        username: str,
+        password: str,
+        totp_secret: bytes,
+        token_lifetime: int,
+        reject_reused_otp: bool,
+        clock: Callable[[], float],
+    ) -> None:
         self.username = username
         self.password = password
         # pyotp wants base32 text; the key bytes are the same whatever encoding the client is told.
@@ -95,7 +103,7 @@ class Auth:
     def authorize(self, headers: Mapping[str, str], refuse_code: bool = False) -> Reply | None:
         """None when the Bearer token and the otp header are good, else the refusal. Header names in lower case."""
         auth = headers.get("authorization", "")
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
         with self._lock:
             now = self._clock()
             expires_at = self._tokens.get(token)

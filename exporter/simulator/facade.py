@@ -54,10 +54,20 @@ class Simulator:
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.book = Book(demo_accounts() if accounts is None else accounts, demo_cards() if cards is None else cards,
-                         drift_every=drift_every, clock=clock)
-        self.auth = Auth(username=username, password=password, totp_secret=totp_secret, token_lifetime=token_lifetime,
-                         reject_reused_otp=reject_reused_otp, clock=clock)
+        self.book = Book(
+            demo_accounts() if accounts is None else accounts,
+            demo_cards() if cards is None else cards,
+            drift_every=drift_every,
+            clock=clock,
+        )
+        self.auth = Auth(
+            username=username,
+            password=password,
+            totp_secret=totp_secret,
+            token_lifetime=token_lifetime,
+            reject_reused_otp=reject_reused_otp,
+            clock=clock,
+        )
         self.listings = Listings(self.book, report_number_of_pages=report_number_of_pages, max_page_size=max_page_size)
         self.faults = FaultQueue()
         self.requests: Counter[str] = Counter()  # by path

@@ -39,10 +39,20 @@ ANSWERED_INSTEAD = frozenset({"http", "status0", "html", "truncated", "reset"})
 # What `chaos` mode picks from: every fault a real network and gateway produce, none that
 # refuses credentials (a refused login pauses logins for login_backoff, stalling a soak).
 CHAOS_FAULTS = (
-    Fault("http", status=500), Fault("http", status=502), Fault("http", status=503), Fault("http", status=504),
-    Fault("http", status=429), Fault("http", status=429, retry_after="0"), Fault("reset"),
-    Fault("delay", delay=0.2), Fault("truncated"), Fault("html"), Fault("status0", "balances", message_code="Maintenance"),
-    Fault("http", "balances", status=401), Fault("otp", "balances"), Fault("empty", "balances"),
+    Fault("http", status=500),
+    Fault("http", status=502),
+    Fault("http", status=503),
+    Fault("http", status=504),
+    Fault("http", status=429),
+    Fault("http", status=429, retry_after="0"),
+    Fault("reset"),
+    Fault("delay", delay=0.2),
+    Fault("truncated"),
+    Fault("html"),
+    Fault("status0", "balances", message_code="Maintenance"),
+    Fault("http", "balances", status=401),
+    Fault("otp", "balances"),
+    Fault("empty", "balances"),
     Fault("repeat", endpoint="balances"),
 )
 

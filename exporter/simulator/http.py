@@ -37,8 +37,9 @@ def json_bytes(value: object) -> bytes:
     return json.dumps(value).encode()
 
 
-def envelope(details: object, status: str = "1", errors: list[dict[str, str]] | None = None,
-             **extra: object) -> Envelope:
+def envelope(
+    details: object, status: str = "1", errors: list[dict[str, str]] | None = None, **extra: object
+) -> Envelope:
     return {"id": 0, "details": details, "status": status, "errors": errors or [], **extra}
 
 
@@ -81,8 +82,14 @@ class _QuietServer(ThreadingHTTPServer):
 class SimServer:
     """`application` served on (host, port); its Date headers follow `clock`, which a test may skew."""
 
-    def __init__(self, application: Application, clock: Callable[[], float], host: str, port: int,
-                 ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        application: Application,
+        clock: Callable[[], float],
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
         self._server = _QuietServer((host, port), _handler_class(application, clock))
         self._scheme = "http"
         if ssl_context is not None:
@@ -141,4 +148,3 @@ def _handler_class(application: Application, clock: Callable[[], float]) -> type
             pass  # the exporter's logs are what a user reads; the stand-in stays quiet
 
     return Handler
-

@@ -50,7 +50,9 @@ class Listings:
                 return 200, envelope([a.to_json() for a in accounts])
             # A server that caps its pages answers with page 1 of that size instead.
         try:
-            number, size = page_request(query, "pageNumber", "pageSize", self.max_page_size or ACCOUNTS_DEFAULT_PAGE_SIZE)
+            number, size = page_request(
+                query, "pageNumber", "pageSize", self.max_page_size or ACCOUNTS_DEFAULT_PAGE_SIZE
+            )
         except BadPaging as exc:
             return 400, error("Invalid", str(exc))
         if self.max_page_size:
@@ -60,7 +62,11 @@ class Listings:
         served = [a.to_json() for a in page_slice(accounts, served_number, size)]
         if self.endless_pages:
             pages = number + 1
-            served = [{**accounts[0].to_json(), "id": 10_000_000 + number * size + i} for i in range(size)] if accounts else []
+            served = (
+                [{**accounts[0].to_json(), "id": 10_000_000 + number * size + i} for i in range(size)]
+                if accounts
+                else []
+            )
         if fault is not None and fault.kind == "empty":
             served = []
         elif fault is not None and fault.kind == "huge":
@@ -74,7 +80,11 @@ class Listings:
             number, size = page_request(query, "PageNumber", "PageSize", CARDS_DEFAULT_PAGE_SIZE)
         except BadPaging as exc:
             return 400, error("Invalid", str(exc))
-        served = [] if fault is not None and fault.kind == "empty" else [c.to_json() for c in page_slice(cards, number, size)]
+        served = (
+            []
+            if fault is not None and fault.kind == "empty"
+            else [c.to_json() for c in page_slice(cards, number, size)]
+        )
         return 200, self._page(served, number, size, page_count(len(cards), size))
 
     def _page(self, rows: list[JsonRow], number: int, size: int, pages: int) -> Envelope:

@@ -63,9 +63,15 @@ class SimCard:
 
     def to_json(self) -> JsonRow:
         return {
-            "id": self.id, "customersReference": self.reference, "cardHolderName": self.holder,
-            "cardLast4": self.last4, "customersID": self.customers_id, "currency": self.currency,
-            "totalBalance": self.total, "availableBalance": self.available, "pendingBalance": self.pending,
+            "id": self.id,
+            "customersReference": self.reference,
+            "cardHolderName": self.holder,
+            "cardLast4": self.last4,
+            "customersID": self.customers_id,
+            "currency": self.currency,
+            "totalBalance": self.total,
+            "availableBalance": self.available,
+            "pendingBalance": self.pending,
             "status": self.status,
         }
 
@@ -109,8 +115,9 @@ def page_count(rows: int, size: int) -> int:
 class Book:
     """The accounts and cards, safe to steer from a test while the server answers."""
 
-    def __init__(self, accounts: list[SimAccount], cards: list[SimCard], *, drift_every: float | None,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, accounts: list[SimAccount], cards: list[SimCard], *, drift_every: float | None, clock: Callable[[], float]
+    ) -> None:
         self._lock = threading.Lock()
         self._accounts = {a.id: a for a in accounts}
         self._ordered_cache: list[SimAccount] | None = None
@@ -184,6 +191,7 @@ class Book:
                 step = (account.total * Decimal(self._random.uniform(-0.004, 0.005))).quantize(unit)
                 pending = max(Decimal(0), (account.total * Decimal(self._random.uniform(0, 0.01))).quantize(unit))
                 total = max(Decimal(0), account.total + step)
-                self._accounts[account.id] = replace(account, total=total, pending=pending,
-                                                     available=max(Decimal(0), total - pending))
+                self._accounts[account.id] = replace(
+                    account, total=total, pending=pending, available=max(Decimal(0), total - pending)
+                )
             self._ordered_cache = None
