@@ -114,3 +114,35 @@ def check_all(config: Config, memory: Callable[[ConnectionConfig], LoginMemory])
     """The tables of every connection, and whether all of them work."""
     results = [check_connection(connection, config, memory(connection)) for connection in config.connections]
     return "\n\n".join(result.table() for result in results), all(result.ok for result in results)
+
+
+def describe_config(config: Config, source: str) -> str:
+    """--config.check: what would be polled, and how, in words; never a secret."""
+    lines = [
+        f"{source}: configuration is valid",
+        f"  poll every {format_duration(config.poll_interval)}, request timeout {format_duration(config.request_timeout)}, "
+        f"{config.retry.max_attempts} attempts per request with backoff {format_duration(config.retry.initial_backoff)}"
+        f"..{format_duration(config.retry.max_backoff)}, login pause after a refusal {format_duration(config.login_backoff)}",
+    ]
+    for c in config.connections:
+        lines.append(
+            f"  connection {c.name}: {c.base_url}, "
+            + (
+                "all accounts in one request, "
+                if c.page_size == "all"
+                else f"{c.page_size} accounts per page (at most {c.max_pages} pages), "
+            )
+            + f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
+            + (f", card balances too{' with holder names' if c.cards_holder_name_label else ''}" if c.cards else "")
+        )
+        for account_id, account in sorted(c.accounts.items()):
+            floor = f"floor {account.low_available_balance}" if account.low_available_balance is not None else ""
+            lines.append(
+                f"    account {account_id}: " + ", ".join(w for w in (account.name and repr(account.name), floor) if w)
+            )
+    thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))
+    lines.append(f"  low available balance thresholds: {thresholds or 'none'}")
+    if config.low_available_card_balance:
+        cards = ", ".join(f"{c} < {amount}" for c, amount in sorted(config.low_available_card_balance.items()))
+        lines.append(f"  low available card balance thresholds: {cards}")
+    return "\n".join(lines)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import platform
 import signal
 import sys
 import threading
@@ -18,20 +16,19 @@ from typing import TYPE_CHECKING
 from . import __version__, early  # noqa: F401 - first: see early.py
 from .api.client import IbaneraClient
 from .api.memory import LoginMemory
+from .check import check_all, describe_config
 from .config import (
     AccountConfig,
     Config,
     ConfigError,
     ConnectionConfig,
     Secret,
-    format_duration,
     load_config,
-    parse_duration,
 )
+from .flags import PROGRAM, parser, server_limits
 from .fleet import ClientFactory, Fleet
 from .http11 import ServerLimits
-from .httpserver import DEFAULT_LIMITS
-from .logs import FORMATS, LEVELS, setup_logging
+from .logs import setup_logging
 from .metrics import Exposition
 from .reload import Reloader
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
@@ -40,114 +37,9 @@ from .webconfig import WebConfigError, WebConfigWatcher
 if TYPE_CHECKING:  # imported for real only under --demo: the daemon never loads the simulator, nor pyotp
     from .simulator import Simulator
 
-DEFAULT_LISTEN_ADDRESS = ":10095"  # outside 9100-9999: an exporter for one vendor's API
 SHUTDOWN_GRACE_SECONDS = 1.5
-PROGRAM = "ibanera-exporter"
 
 log = logging.getLogger("exporter.cli")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM,
-        description="Prometheus exporter for the balances of Ibanera asset accounts. "
-        "Polls GET /api/v1/customer/accounts/balances in the background and serves the balances as gauges.",
-        epilog="Try it without credentials: ibanera-exporter --demo",
-    )
-    parser.add_argument(
-        "--config.file",
-        dest="config_file",
-        default="config.yaml",
-        metavar="FILE",
-        help="configuration file (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen_address",
-        default=DEFAULT_LISTEN_ADDRESS,
-        metavar="HOST:PORT",
-        help="address to serve /metrics on (default: %(default)s, all interfaces)",
-    )
-    parser.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="FILE",
-        help="TLS, client certificates, basic auth and headers, in the exporter-toolkit format",
-    )
-    parser.add_argument(
-        "--web.telemetry-path",
-        dest="telemetry_path",
-        default="/metrics",
-        metavar="PATH",
-        help="path under which to expose metrics (default: %(default)s)",
-    )
-    limits = DEFAULT_LIMITS
-    parser.add_argument(
-        "--web.max-connections",
-        dest="max_connections",
-        type=int,
-        default=limits.max_connections,
-        metavar="N",
-        help="open client connections at most, one thread each; at the limit the oldest "
-        "idle one is closed to make room (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--web.read-header-timeout",
-        dest="read_header_timeout",
-        default=format_duration(limits.read_header_timeout),
-        metavar="DURATION",
-        help="time a client has to send a request's line and headers, TLS handshake included (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--web.idle-timeout",
-        dest="idle_timeout",
-        default=format_duration(limits.idle_timeout),
-        metavar="DURATION",
-        help="how long a keep-alive connection may wait for its next request (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--log.level",
-        dest="log_level",
-        default="info",
-        choices=LEVELS,
-        help="only log messages with the given severity or above (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--log.format",
-        dest="log_format",
-        default="logfmt",
-        choices=FORMATS,
-        help="output format of log messages (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--storage.path",
-        dest="storage_path",
-        metavar="DIR",
-        help="folder for the login state that must survive a restart (the last one-time code step "
-        "used, a login pause); without it the first login after a start waits up to 30s",
-    )
-    parser.add_argument(
-        "--config.check",
-        dest="config_check",
-        action="store_true",
-        help="validate the configuration and its secrets, print what would be polled, and exit",
-    )
-    parser.add_argument(
-        "--connection.check",
-        dest="connection_check",
-        action="store_true",
-        help="log in once per connection, read every page, print what was found and exit 0, or say why not and exit 1",
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="poll a built-in simulator of the Ibanera API on loopback instead of the config file; "
-        "no credentials needed",
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"{PROGRAM}, version {__version__} (python {platform.python_version()})"
-    )
-    return parser
 
 
 def _demo_config(simulator: Simulator) -> Config:
@@ -172,43 +64,10 @@ def _demo_config(simulator: Simulator) -> Config:
     )
 
 
-def _describe(config: Config, source: str) -> str:
-    lines = [
-        f"{source}: configuration is valid",
-        f"  poll every {format_duration(config.poll_interval)}, request timeout {format_duration(config.request_timeout)}, "
-        f"{config.retry.max_attempts} attempts per request with backoff {format_duration(config.retry.initial_backoff)}"
-        f"..{format_duration(config.retry.max_backoff)}, login pause after a refusal {format_duration(config.login_backoff)}",
-    ]
-    for c in config.connections:
-        lines.append(
-            f"  connection {c.name}: {c.base_url}, "
-            + (
-                "all accounts in one request, "
-                if c.page_size == "all"
-                else f"{c.page_size} accounts per page (at most {c.max_pages} pages), "
-            )
-            + f"TOTP secret {c.totp_secret_encoding}, username/password/totp_secret set"
-            + (f", card balances too{' with holder names' if c.cards_holder_name_label else ''}" if c.cards else "")
-        )
-        for account_id, account in sorted(c.accounts.items()):
-            floor = f"floor {account.low_available_balance}" if account.low_available_balance is not None else ""
-            lines.append(
-                f"    account {account_id}: " + ", ".join(w for w in (account.name and repr(account.name), floor) if w)
-            )
-    thresholds = ", ".join(f"{asset} < {amount}" for asset, amount in sorted(config.low_available_balance.items()))
-    lines.append(f"  low available balance thresholds: {thresholds or 'none'}")
-    if config.low_available_card_balance:
-        cards = ", ".join(f"{c} < {amount}" for c, amount in sorted(config.low_available_card_balance.items()))
-        lines.append(f"  low available card balance thresholds: {cards}")
-    return "\n".join(lines)
-
-
 def _check(config: Config, source: str, connection_check: bool, open_memory: MemoryOpener) -> int:
     if not connection_check:
-        print(_describe(config, source))
+        print(describe_config(config, source))
         return 0
-    from .check import check_all  # only the check needs it
-
     # The same login memory as the daemon: a recorded pause stops the check's login too,
     # and its login's step and any refusal are recorded for the daemon that follows.
     tables, ok = check_all(config, lambda connection: open_memory(connection, config.login_backoff))
@@ -235,7 +94,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
         return _fail(
@@ -248,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), 2)
 
     try:
-        limits = _limits(args)
+        limits = server_limits(args)
     except ConfigError as exc:
         return _fail(str(exc), 2)
     web_config = None
@@ -288,16 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return IbaneraClient(connection, current, memory=memory, stop_event=stop_event)
 
     return _serve(config, load, make_client, address, args.telemetry_path, simulator, web_config, limits)
-
-
-def _limits(args: argparse.Namespace) -> ServerLimits:
-    if not 1 <= args.max_connections <= 100_000:
-        raise ConfigError(f"--web.max-connections: expected 1 to 100000, got {args.max_connections}")
-    return ServerLimits(
-        max_connections=args.max_connections,
-        read_header_timeout=parse_duration(args.read_header_timeout, "--web.read-header-timeout"),
-        idle_timeout=parse_duration(args.idle_timeout, "--web.idle-timeout"),
-    )
 
 
 def _serve(

@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from .http11 import (
@@ -39,6 +39,7 @@ from .http11 import (
     read_request,
     response_head,
 )
+from .slots import Connection, Slots
 
 log = logging.getLogger("exporter.httpserver")
 
@@ -46,7 +47,6 @@ _ACCEPT_RETRY_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAG
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause of accept() while out of descriptors
 _STOP_CHECK_SECONDS = 0.2  # how often the accept loop looks at the stop flag
-_LIMIT_WARNING_INTERVAL = 60.0
 _SEND_CHUNK = 256 * 1024
 
 
@@ -65,16 +65,6 @@ def _peer_sans_allowed(tls_socket: ssl.SSLSocket, allowed: tuple[str, ...]) -> b
     certificate = tls_socket.getpeercert() or {}
     names = {str(entry[1]) for entry in certificate.get("subjectAltName", ())}
     return not names.isdisjoint(allowed)
-
-
-@dataclass
-class _Connection:
-    sock: socket.socket
-    client: str
-    # Not answering a whole request (waiting for one, or still reading it): may be closed to make room.
-    idle: bool = True
-    since: float = field(default_factory=time.monotonic)
-    closing: bool = False  # closed to make room; its thread has yet to finish
 
 
 DEFAULT_LIMITS = ServerLimits()
@@ -99,10 +89,7 @@ class HTTPServer:
         # create_server sets SO_REUSEADDR: a restarted exporter binds its port again at once.
         self._listener = socket.create_server(address, family=family, backlog=limits.backlog)
         self._listener.settimeout(_STOP_CHECK_SECONDS)
-        self._lock = threading.Condition()
-        self._connections: dict[int, _Connection] = {}
-        self._next_limit_warning = 0.0  # the limit is logged at most once a minute
-        self._closed_for_room = 0
+        self._slots = Slots(limits.max_connections)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name="http-accept", daemon=True)
 
@@ -118,9 +105,7 @@ class HTTPServer:
         if self._thread.is_alive():
             self._thread.join()
         self._listener.close()
-        with self._lock:
-            for connection in self._connections.values():
-                _shutdown(connection.sock)
+        self._slots.shut_down_all()
 
     # -- accepting ---------------------------------------------------------------------
 
@@ -133,7 +118,7 @@ class HTTPServer:
         backoff = 0.0  # > 0 while accept() is out of descriptors
         while not self._stopping.is_set():
             # Room is made only for a connection that is waiting, never ahead of one.
-            if not selector.select(_STOP_CHECK_SECONDS) or not self._make_room():
+            if not selector.select(_STOP_CHECK_SECONDS) or not self._slots.make_room(_STOP_CHECK_SECONDS):
                 continue
             try:
                 sock, address = self._listener.accept()
@@ -158,56 +143,18 @@ class HTTPServer:
                 backoff = 0.0
             self._start_connection(sock, str(address[0]))
 
-    def _make_room(self) -> bool:
-        """True when a connection may be accepted; at the cap, closes the oldest idle one or waits."""
-        cap = self._limits.max_connections
-        victim = None
-        with self._lock:
-            if len(self._connections) < cap:
-                return True
-            # One at a time: the one being closed frees its slot when its thread ends.
-            if not any(c.closing for c in self._connections.values()):
-                idle = [c for c in self._connections.values() if c.idle]
-                if idle:
-                    victim = min(idle, key=lambda c: c.since)
-                    victim.closing = True
-                    self._closed_for_room += 1
-            now = time.monotonic()
-            warn = now >= self._next_limit_warning
-            if warn:
-                self._next_limit_warning = now + _LIMIT_WARNING_INTERVAL
-                closed, self._closed_for_room = self._closed_for_room, 0
-        # Outside the lock: a slow log sink (a full stderr pipe) must not stop every connection.
-        if victim is not None:
-            _shutdown(victim.sock)
-        if warn:
-            log.warning(
-                "connection limit reached: closing the oldest idle connections to make room",
-                extra={"max_connections": cap, "closed_since_last_warning": closed},
-            )
-        with self._lock:
-            self._lock.wait_for(lambda: len(self._connections) < cap, _STOP_CHECK_SECONDS)
-        return False
-
     def _start_connection(self, sock: socket.socket, client: str) -> None:
-        connection = _Connection(sock, client)
-        with self._lock:
-            self._connections[id(connection)] = connection
+        connection = self._slots.add(sock, client)
         try:
             threading.Thread(target=self._serve, args=(connection,), name="http-connection", daemon=True).start()
         except RuntimeError:  # no thread to be had: the client is told so by a closed connection
             log.warning("cannot start a thread for a connection", extra={"client": client})
-            self._forget(connection)
+            self._slots.forget(connection)
             sock.close()
-
-    def _forget(self, connection: _Connection) -> None:
-        with self._lock:
-            self._connections.pop(id(connection), None)
-            self._lock.notify()
 
     # -- one connection ----------------------------------------------------------------
 
-    def _serve(self, connection: _Connection) -> None:
+    def _serve(self, connection: Connection) -> None:
         sock = connection.sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -226,7 +173,7 @@ class HTTPServer:
                 self._send(sock, response, keep_alive)
                 if not keep_alive:
                     break
-                self._set_idle(connection, True)
+                self._slots.set_idle(connection, True)
                 first_byte_by = time.monotonic() + self._limits.idle_timeout
                 deadline = float("inf")
         except Closed as exc:
@@ -239,10 +186,10 @@ class HTTPServer:
                 extra={"client": connection.client, "error": type(exc).__name__},
             )
         finally:
-            self._forget(connection)
+            self._slots.forget(connection)
             connection.sock.close()
 
-    def _handshake(self, connection: _Connection, tls: TLSSettings, deadline: float) -> ssl.SSLSocket:
+    def _handshake(self, connection: Connection, tls: TLSSettings, deadline: float) -> ssl.SSLSocket:
         # In the connection's own thread, within the header deadline: a client that never
         # finishes its handshake holds one connection slot for that long, and nothing else.
         remaining = deadline - time.monotonic()
@@ -258,19 +205,14 @@ class HTTPServer:
             raise Closed("client certificate not in client_allowed_sans")
         return tls_socket
 
-    def _set_idle(self, connection: _Connection, idle: bool) -> None:
-        with self._lock:
-            connection.idle = idle
-            connection.since = time.monotonic()
-
-    def _answer(self, reader: Reader, connection: _Connection, deadline: float) -> tuple[Response, bool]:
+    def _answer(self, reader: Reader, connection: Connection, deadline: float) -> tuple[Response, bool]:
         """Reads one request and runs the handler: (response, whether to keep the connection)."""
         client = connection.client
         try:
             request, body_left_unread = read_request(reader, self._limits, client, deadline)
         except BadRequest as exc:
             return Response(exc.status, (f"{exc.status.phrase}: {exc}\n".encode(),)), False
-        self._set_idle(connection, False)
+        self._slots.set_idle(connection, False)
         keep_alive = keeps_alive(request) and not body_left_unread
         try:
             response = self._handler(request)
@@ -302,13 +244,3 @@ def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
         sock.settimeout(remaining)
         sent = sock.send(view[:_SEND_CHUNK])
         view = view[sent:]
-
-
-def _shutdown(sock: socket.socket) -> None:
-    """Wakes the connection's thread out of a blocking read; it then closes the socket itself."""
-    try:
-        # The plain socket's shutdown, also for a TLS socket: SSLSocket.shutdown would drop its
-        # SSL object under the feet of the thread reading from it.
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass

@@ -231,7 +231,7 @@ def documented_flags() -> set[str]:
 
 
 def test_the_flag_table_is_the_command_line():
-    """Mutation: a flag added, renamed or dropped in cli._parser and not in the README (or back)."""
+    """Mutation: a flag added, renamed or dropped in flags.parser and not in the README (or back)."""
     help_text = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=30).stdout
     assert documented_flags() == set(re.findall(r"(?<![\w-])(--[a-z][a-z.-]+)", help_text)) - {"--help"}
     assert len(documented_flags()) == 14

@@ -9,27 +9,16 @@ rotate without a restart; a change that does not load leaves the last good confi
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import logging
-import os
 import re
 import ssl
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml
 
-from .files import MAX_CA_FILE_BYTES, read_pem_bundle, read_small_file, read_small_text
-
-log = logging.getLogger("exporter.webconfig")
+from ..files import MAX_CA_FILE_BYTES, read_pem_bundle, read_small_file, read_small_text
 
 CLIENT_AUTH_TYPES = {
     "NoClientCert": ssl.CERT_NONE,
@@ -274,152 +263,3 @@ def load_web_config(path: str | Path) -> LoadedWebConfig:
         raise WebConfigError(f"{path}: the web config file is empty (write {{}} for a config without TLS or auth)")
     config = parse_web_config(data, str(path), path.parent)
     return LoadedWebConfig(config, build_ssl_context(config.tls, str(path)) if config.tls else None)
-
-
-_CLIENT_AUTH_STRENGTH = {name: rank for rank, name in enumerate(CLIENT_AUTH_TYPES)}
-
-
-def weakening(old: WebConfig, new: WebConfig) -> str | None:
-    """What `new` would switch off that `old` has on, or None. Such a change needs a restart."""
-    if old.tls is not None and new.tls is None:
-        return "it would turn TLS off"
-    if old.basic_auth_users and not new.basic_auth_users:
-        return "it would turn basic auth off"
-    if old.tls is not None and new.tls is not None:
-        if _CLIENT_AUTH_STRENGTH[new.tls.client_auth_type] < _CLIENT_AUTH_STRENGTH[old.tls.client_auth_type]:
-            return f"it would weaken client_auth_type from {old.tls.client_auth_type} to {new.tls.client_auth_type}"
-        if old.tls.client_allowed_sans and not new.tls.client_allowed_sans:
-            return "it would drop client_allowed_sans"
-        if TLS_VERSIONS[new.tls.min_version] < TLS_VERSIONS[old.tls.min_version]:
-            return f"it would lower min_version from {old.tls.min_version} to {new.tls.min_version}"
-    return None
-
-
-class WebConfigWatcher:
-    """The current web config, read again whenever the file or a certificate changes.
-
-    Fails closed: a change that does not load (a half-written file or certificate pair, an
-    empty file) or that would switch TLS, basic auth or client-certificate checks off is
-    refused, logged with the reason, and the last good config keeps serving. Switching
-    them off takes a restart, so that no moment of an edit can serve without them.
-    """
-
-    # After a refused change, the files are read again this often even if they look the same:
-    # an editor's last write can leave the size and (coarse) timestamps of a half-written state.
-    RETRY_SECONDS = 1.0
-
-    def __init__(self, path: str | Path) -> None:
-        self._path = Path(path)
-        self._lock = threading.Lock()
-        self._loaded = load_web_config(self._path)  # at start-up, errors are fatal
-        self._stamps = self._file_stamps()
-        self._retry_at: float | None = None  # set while the files on disk are a refused change
-        self._refusal: str | None = None
-
-    def current(self) -> LoadedWebConfig:
-        stamps = self._file_stamps()
-        if stamps != self._stamps or self._retry_due():
-            with self._lock:
-                changed = stamps != self._stamps
-                if changed or self._retry_due():
-                    self._stamps = stamps
-                    self._reload(log_again=changed)
-        return self._loaded
-
-    def _retry_due(self) -> bool:
-        return self._retry_at is not None and time.monotonic() >= self._retry_at
-
-    def _reload(self, log_again: bool) -> None:
-        try:
-            loaded = load_web_config(self._path)
-            reason = weakening(self._loaded.config, loaded.config)
-            if reason:
-                raise WebConfigError(
-                    f"{self._path}: {reason}; turning TLS, basic auth or client certificate checks off needs a restart"
-                )
-        except WebConfigError as exc:
-            self._retry_at = time.monotonic() + self.RETRY_SECONDS
-            if log_again or str(exc) != self._refusal:  # the retries repeat nothing already said
-                log.error("web config not reloaded, the last good one stays in use", extra={"error": str(exc)})
-            self._refusal = str(exc)
-            return
-        self._loaded, self._retry_at, self._refusal = loaded, None, None
-        log.info("web config reloaded", extra={"file": str(self._path)})
-
-    def _file_stamps(self) -> tuple[tuple[int, int, int, int] | None, ...]:
-        tls = self._loaded.config.tls
-        files = [self._path]
-        if tls:
-            files += [tls.cert_file, tls.key_file]
-            if tls.client_ca_file:
-                files.append(tls.client_ca_file)
-        stamps: list[tuple[int, int, int, int] | None] = []
-        for file in files:
-            try:
-                stat = os.stat(file)
-                stamps.append((stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino))
-            except OSError:
-                stamps.append(None)
-        return tuple(stamps)
-
-
-class BasicAuth:
-    """bcrypt checks of `Authorization: Basic`, cached so that a scrape every 15 s stays cheap."""
-
-    CACHE_SIZE = 256
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._good: OrderedDict[bytes, None] = (
-            OrderedDict()
-        )  # only successes: a cache of failures would speed up guessing
-        self._dummies: dict[bytes, bytes] = {}
-
-    def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
-        user, password = _credentials(header)
-        if user is None:
-            return False
-        known_hash = users.get(user)
-        known = known_hash is not None
-        # An unknown user costs a bcrypt check like a known one, so timing does not tell names apart.
-        hashed = known_hash if known_hash is not None else self._dummy(next(iter(users.values())))
-        key = hashlib.sha256(user.encode() + b"\0" + password + b"\0" + hashed).digest()
-        with self._lock:
-            if key in self._good:
-                self._good.move_to_end(key)
-                return True
-        try:
-            matches = bcrypt.checkpw(password, hashed)
-        except ValueError:  # bcrypt refuses passwords over 72 bytes: a wrong password, not an error
-            matches = False
-        if not matches or not known:
-            return False
-        with self._lock:
-            self._good[key] = None
-            if len(self._good) > self.CACHE_SIZE:
-                self._good.popitem(last=False)
-        return True
-
-    def _dummy(self, like: bytes) -> bytes:
-        cost = like[4:6]
-        with self._lock:
-            if cost not in self._dummies:
-                self._dummies[cost] = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=int(cost)))
-            return self._dummies[cost]
-
-
-def _credentials(header: str | None) -> tuple[str | None, bytes]:
-    scheme, _, encoded = (header or "").partition(" ")
-    if scheme.lower() != "basic":  # auth schemes are case-insensitive (RFC 9110 11.1)
-        return None, b""
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None, b""
-    user, sep, password = decoded.partition(b":")
-    if not sep:
-        return None, b""
-    try:
-        return user.decode(), password
-    except UnicodeDecodeError:
-        return None, b""
