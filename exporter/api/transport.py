@@ -69,29 +69,8 @@ class Transport:
         self._backoff = wait_exponential_jitter(
             multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
         )
-        if connection.tls_insecure_skip_verify:
-            log.warning(
-                "TLS verification is off: anyone on the path to the API can read the credentials",
-                extra={"connection": connection.name},
-            )
         self._request_timeout = request_timeout
-        verification = _tls_verification(connection)
-        self._http = httpx.Client(
-            base_url=connection.base_url,
-            timeout=request_timeout,
-            # Proxies come from HTTPS_PROXY / NO_PROXY (httpx ignores them beside our transport).
-            transport=deadline_transport(verification),
-            mounts=deadline_mounts(verification),
-            follow_redirects=False,
-            # The API authenticates by token: cookies a reply sets are neither kept nor sent
-            # back, or each reply could add ~100 kB to the client and to every later request.
-            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
-            headers={
-                "User-Agent": f"ibanera-exporter/{__version__}",
-                "Accept": "application/json",
-                "Accept-Encoding": ACCEPT_ENCODING,
-            },
-        )
+        self._http = _http_client(connection, request_timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -210,6 +189,32 @@ class Transport:
             return None
         finally:
             self._counters.request("clock", code)
+
+
+def _http_client(connection: ConnectionConfig, request_timeout: float) -> httpx.Client:
+    """The connection's own httpx client: every request under the total deadline, no redirects, no cookies."""
+    if connection.tls_insecure_skip_verify:
+        log.warning(
+            "TLS verification is off: anyone on the path to the API can read the credentials",
+            extra={"connection": connection.name},
+        )
+    verification = _tls_verification(connection)
+    return httpx.Client(
+        base_url=connection.base_url,
+        timeout=request_timeout,
+        # Proxies come from HTTPS_PROXY / NO_PROXY (httpx ignores them beside our transport).
+        transport=deadline_transport(verification),
+        mounts=deadline_mounts(verification),
+        follow_redirects=False,
+        # The API authenticates by token: cookies a reply sets are neither kept nor sent
+        # back, or each reply could add ~100 kB to the client and to every later request.
+        cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+        headers={
+            "User-Agent": f"ibanera-exporter/{__version__}",
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        },
+    )
 
 
 def _describe(exc: httpx.HTTPError) -> str:
