@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -130,3 +131,19 @@ def test_a_config_swapped_at_run_time_shows_at_the_next_scrape():
     collector.replace_config(config({1001: AccountConfig(name="New")}))
     info = next(m for m in collector.collect() if m.name == "ibanera_account_info")
     assert [s.labels["name"] for s in info.samples] == ["New"]
+
+
+def test_an_id_added_by_a_reload_is_warned_about_without_waiting_for_a_poll(make_stack, caplog):
+    # A reload keeps the snapshot; with poll_interval 1h, the warning must not wait an hour.
+    stack = make_stack([account(1001)], connections=[{"accounts": {1001: AccountConfig(name="A")}}])
+    stack.poll()
+    connection = stack.config.connections[0]
+    collector = HealthCollector(lambda: [p.status() for p in stack.pollers], stack.config, "test", lambda: {})
+    with caplog.at_level(logging.WARNING, logger="exporter.metrics"):
+        list(collector.collect())
+        accounts = {1001: AccountConfig(name="A"), 4242: AccountConfig(name="B")}
+        collector.replace_config(Config(connections=(replace(connection, accounts=accounts),)))
+        list(collector.collect())
+        list(collector.collect())
+    warnings = [r for r in caplog.records if r.name == "exporter.metrics"]
+    assert [(r.asset_account_id, r.connection) for r in warnings] == [(4242, "c0")]
