@@ -38,6 +38,8 @@ def test_accounts_by_numeric_or_quoted_id(tmp_path):
     [
         ("abc: {name: x}", "accounts.abc", "whole number"),
         ("-5: {name: x}", "accounts.-5", "whole number"),
+        ("9223372036854775808: {name: x}", "accounts.9223372036854775808", "2^63-1"),  # beyond any API id
+        ("'9223372036854775808': {name: x}", "accounts.9223372036854775808", "2^63-1"),
         ("1.5: {name: x}", "accounts.1.5", "whole number"),
         ("yes: {name: x}", "accounts.True", "whole number"),  # YAML 1.1 reads `yes` as true
         ("1001: {name: x}\n      '1001': {name: y}", "accounts.1001", "listed twice"),
@@ -159,3 +161,9 @@ def test_an_id_yaml_would_read_in_octal_or_base_60_is_refused(tmp_path, key, rea
 def test_a_quoted_id_with_a_leading_zero_is_read_in_decimal(tmp_path):
     accounts = load(tmp_path, MINIMAL + '    accounts:\n      "01001": {name: Payroll}\n').connections[0].accounts
     assert accounts == {1001: AccountConfig(name="Payroll")}
+
+
+def test_the_largest_api_id_is_accepted_quoted_or_not(tmp_path):
+    for key in ("9223372036854775807", "'9223372036854775807'"):
+        accounts = load(tmp_path, MINIMAL + f"    accounts:\n      {key}: {{name: Last}}\n").connections[0].accounts
+        assert accounts == {2**63 - 1: AccountConfig(name="Last")}
