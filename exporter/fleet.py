@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .api.client import IbaneraClient
 from .config import Config, ConfigError, ConnectionConfig, RetryPolicy, Secret
@@ -33,7 +33,10 @@ ClientFactory = Callable[[ConnectionConfig, Config, threading.Event], IbaneraCli
 class PollerSettings:
     """Everything a connection's poller and client are built from: if it is equal, nothing changed."""
 
-    connection: ConnectionConfig  # secrets compare by value, so a new password counts as a change
+    # Secrets compare by value, so a new password counts as a change. Without its `accounts`:
+    # names and floors are read at each scrape, and a restart for them would drop the balance
+    # series until the next poll (resolving their alerts) and log in again.
+    connection: ConnectionConfig
     poll_interval: float
     request_timeout: float
     retry: RetryPolicy
@@ -44,7 +47,7 @@ class PollerSettings:
     @classmethod
     def of(cls, connection: ConnectionConfig, config: Config) -> PollerSettings:
         return cls(
-            connection,
+            replace(connection, accounts={}),
             config.poll_interval,
             config.request_timeout,
             config.retry,

@@ -12,6 +12,7 @@ job's series.
 from __future__ import annotations
 
 import argparse
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,10 @@ DEFAULT_DASHBOARD_URL = "https://grafana.example.com/d/ibanera-balances/ibanera-
 # Series of one account across the exporter's families.
 ACCOUNT = "job, instance, connection, asset_account_id"
 
+# One PromQL label matcher: a label name, an operator and a quoted string on one line.
+_MATCHER = r"""[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')"""
+_SELECTOR = re.compile(rf"\s*{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*")
+
 Rule = dict[str, Any]
 Group = dict[str, Any]
 
@@ -32,6 +37,7 @@ class _Rules:
     """The rules for one selector and one dashboard URL."""
 
     def __init__(self, selector: str, dashboard_url: str) -> None:
+        check_selector(selector)
         self.selector = selector
         self.dashboard_url = dashboard_url
 
@@ -69,6 +75,15 @@ class _Rules:
         """
         names = f"{self.m('ibanera_account_info')} or on({ACCOUNT}) 0 * {self.m('ibanera_available_balance')} + 1"
         return f"(\n{_indent(expr)}\n)\n* on({ACCOUNT}) group_left(name)\n  ({names})"
+
+
+def check_selector(selector: str) -> None:
+    """Raises ValueError unless `selector` is label matchers without braces: anything else would
+    end up in every expression, the files' header comments and an annotation's template."""
+    if not _SELECTOR.fullmatch(selector):
+        raise ValueError(f'not label matchers without braces, such as job="ibanera", env=~"prod|dr": {selector!r}')
+    if "{{" in selector or "}}" in selector:
+        raise ValueError(f"{{{{ or }}}} would be template syntax in an annotation: {selector!r}")
 
 
 def _indent(text: str) -> str:
@@ -289,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dashboard-url", default=DEFAULT_DASHBOARD_URL, help="your Grafana's URL of the dashboard")
     parser.add_argument("--output-dir", type=Path, default=Path("."), help="where to write alerts.yaml and rules.yaml")
     args = parser.parse_args(argv)
+    try:
+        check_selector(args.selector)
+    except ValueError as exc:
+        parser.error(f"--selector: {exc}")
     for name, text in files(args.selector, args.dashboard_url).items():
         (args.output_dir / name).write_text(text, encoding="utf-8")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -37,6 +38,8 @@ def test_accounts_by_numeric_or_quoted_id(tmp_path):
     [
         ("abc: {name: x}", "accounts.abc", "whole number"),
         ("-5: {name: x}", "accounts.-5", "whole number"),
+        ("9223372036854775808: {name: x}", "accounts.9223372036854775808", "2^63-1"),  # beyond any API id
+        ("'9223372036854775808': {name: x}", "accounts.9223372036854775808", "2^63-1"),
         ("1.5: {name: x}", "accounts.1.5", "whole number"),
         ("yes: {name: x}", "accounts.True", "whole number"),  # YAML 1.1 reads `yes` as true
         ("1001: {name: x}\n      '1001': {name: y}", "accounts.1001", "listed twice"),
@@ -130,3 +133,37 @@ def test_a_config_swapped_at_run_time_shows_at_the_next_scrape():
     collector.replace_config(config({1001: AccountConfig(name="New")}))
     info = next(m for m in collector.collect() if m.name == "ibanera_account_info")
     assert [s.labels["name"] for s in info.samples] == ["New"]
+
+
+def test_an_id_added_by_a_reload_is_warned_about_without_waiting_for_a_poll(make_stack, caplog):
+    # A reload keeps the snapshot; with poll_interval 1h, the warning must not wait an hour.
+    stack = make_stack([account(1001)], connections=[{"accounts": {1001: AccountConfig(name="A")}}])
+    stack.poll()
+    connection = stack.config.connections[0]
+    collector = HealthCollector(lambda: [p.status() for p in stack.pollers], stack.config, "test", lambda: {})
+    with caplog.at_level(logging.WARNING, logger="exporter.metrics"):
+        list(collector.collect())
+        accounts = {1001: AccountConfig(name="A"), 4242: AccountConfig(name="B")}
+        collector.replace_config(Config(connections=(replace(connection, accounts=accounts),)))
+        list(collector.collect())
+        list(collector.collect())
+    warnings = [r for r in caplog.records if r.name == "exporter.metrics"]
+    assert [(r.asset_account_id, r.connection) for r in warnings] == [(4242, "c0")]
+
+
+@pytest.mark.parametrize("key, read_as", [("01001", "513"), ("1:0", "60")])
+def test_an_id_yaml_would_read_in_octal_or_base_60_is_refused(tmp_path, key, read_as):
+    # Unquoted, YAML 1.1 reads 01001 as 513: the name and floor would go to another account.
+    message = error_of(tmp_path, MINIMAL + f"    accounts:\n      {key}: {{name: Payroll}}\n")
+    assert "line 8" in message and f"{key} is {read_as}" in message and "quote it" in message, message
+
+
+def test_a_quoted_id_with_a_leading_zero_is_read_in_decimal(tmp_path):
+    accounts = load(tmp_path, MINIMAL + '    accounts:\n      "01001": {name: Payroll}\n').connections[0].accounts
+    assert accounts == {1001: AccountConfig(name="Payroll")}
+
+
+def test_the_largest_api_id_is_accepted_quoted_or_not(tmp_path):
+    for key in ("9223372036854775807", "'9223372036854775807'"):
+        accounts = load(tmp_path, MINIMAL + f"    accounts:\n      {key}: {{name: Last}}\n").connections[0].accounts
+        assert accounts == {2**63 - 1: AccountConfig(name="Last")}

@@ -13,8 +13,8 @@ import subprocess
 import pytest
 import yaml
 from conftest import required_tool
-from daemons import eventually
-from delivery import ALERTMANAGER_CONFIG, PAYROLL, Delivery, set_available
+from daemons import Alertmanager, eventually
+from delivery import ALERTMANAGER_CONFIG, PAYROLL, Delivery, local_alertmanager_config, set_available
 
 from exporter.rules import alert_groups
 from exporter.simulator import Fault
@@ -121,3 +121,53 @@ def test_while_the_data_is_stale_the_low_balance_alert_is_held_back(delivery):
     assert held and held[0]["status"]["inhibitedBy"] == [stale_alert["fingerprint"]], held
     # Still what Prometheus says: the alert is held back by Alertmanager, not resolved by the rules.
     assert [a["state"] for a in delivery.prometheus.alerts("IbaneraBalanceLow")] == ["firing"]
+
+
+# -- what an inhibition holds back, and what it must not ---------------------------------
+
+
+def test_a_stale_connection_or_a_down_exporter_holds_back_its_own_alerts_only(tmp_path):
+    # Alerts posted straight to a real Alertmanager running the shipped inhibitions: two
+    # exporters (e1, e2), two connections (a, b) on e1 sharing an account id and an asset.
+    alertmanager = Alertmanager(
+        required_tool("prometheus-alertmanager", "prometheus-alertmanager"),
+        tmp_path,
+        local_alertmanager_config("http://127.0.0.1:9/unused"),
+    )
+    try:
+
+        def alert(name: str, instance: str, connection: str | None = None, **labels: str) -> dict:
+            where = {"connection": connection} if connection else {}
+            return {"labels": {"alertname": name, "job": "ibanera", "instance": instance, **where, **labels}}
+
+        low = {"asset_account_id": "1001", "asset": "USD", "severity": "warning"}
+        alerts = [
+            alert("IbaneraDataStale", "e1:10095", "a", severity="critical"),
+            alert("IbaneraBalanceLow", "e1:10095", "a", **low),
+            alert("IbaneraBalanceLow", "e1:10095", "b", **low),
+            alert("IbaneraBalanceLow", "e2:10095", "a", **low),
+            alert("IbaneraExporterDown", "e2:10095", severity="critical"),
+            alert("IbaneraPollingFailing", "e2:10095", "b", severity="warning"),
+            alert("IbaneraPollingFailing", "e1:10095", "b", severity="warning"),
+        ]
+        alertmanager.http.post("/api/v2/alerts", json=alerts).raise_for_status()
+
+        def states() -> dict[tuple[str, str, str], str]:
+            return {
+                (a["labels"]["alertname"], a["labels"]["instance"], a["labels"].get("connection", "")): a["status"][
+                    "state"
+                ]
+                for name in ("IbaneraBalanceLow", "IbaneraPollingFailing")
+                for a in alertmanager.alerts(name)
+            }
+
+        expected = {
+            ("IbaneraBalanceLow", "e1:10095", "a"): "suppressed",  # its connection is stale
+            ("IbaneraBalanceLow", "e1:10095", "b"): "active",  # another connection of that exporter
+            ("IbaneraBalanceLow", "e2:10095", "a"): "suppressed",  # its exporter is down
+            ("IbaneraPollingFailing", "e2:10095", "b"): "suppressed",
+            ("IbaneraPollingFailing", "e1:10095", "b"): "active",  # another exporter
+        }
+        assert eventually(lambda: states() == expected), states()
+    finally:
+        alertmanager.stop()

@@ -339,3 +339,16 @@ def test_a_stopped_client_sends_no_further_request(tmp_path, simulator):
     client.close()
     assert isinstance(outcome[0], Cancelled)
     assert simulator.requests[BALANCES_PATH] == asked + 1 and simulator.logins_succeeded == 1
+
+
+def test_a_new_account_name_or_floor_keeps_the_poller_token_and_snapshot(setup, simulator):
+    # Names and floors are read at each scrape, not by the poller: restarting it would drop the
+    # connection's balance series until its next poll (resolving its low-balance alerts) and log in again.
+    exporter, path = setup(connection_a={"accounts": {1: {"name": "Old"}}})
+    before = {s.name: s.accounts.snapshot for s in exporter.fleet.statuses()}
+    path.write_text(config_text(simulator, connection_a={"accounts": {1: {"name": "New", "low_available_balance": 5}}}))
+    assert exporter.reload().status_code == 200
+    assert all(s.accounts.snapshot is before[s.name] for s in exporter.fleet.statuses())
+    assert simulator.logins_succeeded == 2
+    info = {dict(labels)["name"] for name, labels in exporter.metrics() if name == "ibanera_account_info"}
+    assert info == {"New"}

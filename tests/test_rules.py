@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import ROOT
 from test_dashboards import tool
@@ -89,5 +90,38 @@ def test_rules_for_another_job_fire_for_that_job_only(tmp_path):
     (tmp_path / "unit.yaml").write_text(yaml.safe_dump(unit))
     result = subprocess.run(
         [tool("promtool"), "test", "rules", str(tmp_path / "unit.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        '{job="bank"}',  # braces: every expression would read up{{job="bank"}}
+        'job="a"\ngroups: []',  # a new line: YAML of its own after the header comment
+        "job=bank",
+        "",
+        'job="a"} or vector(1)',
+        'job="{{ .Value }}"',  # template syntax in IbaneraExporterAbsent's description
+    ],
+)
+def test_a_selector_that_is_not_label_matchers_writes_nothing(tmp_path, selector):
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.rules", "--output-dir", str(tmp_path), "--selector", selector],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--selector" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_selector_with_regex_matchers_and_quotes_makes_valid_rules(tmp_path):
+    generate(tmp_path, "--selector", """job=~"bank|treasury", env!="it's \\"staging\\"", instance!~'.*:9\\\\d+'""")
+    result = subprocess.run(
+        [tool("promtool"), "check", "rules", str(tmp_path / "alerts.yaml"), str(tmp_path / "rules.yaml")],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

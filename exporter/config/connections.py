@@ -88,7 +88,9 @@ def _read_page_size(reader: Reader, data: Yaml, key: str) -> int | Literal["all"
 
 
 MAX_ACCOUNT_NAME_LENGTH = 100
-_ACCOUNT_ID = re.compile(r"[0-9]{1,18}")
+_ACCOUNT_ID = re.compile(r"[0-9]{1,19}")
+# The largest id a poll accepts (model.py): a larger one in the config could never match.
+_MAX_ACCOUNT_ID = 2**63 - 1
 
 
 def read_accounts(reader: Reader, data: object, key: str) -> dict[int, AccountConfig]:
@@ -109,11 +111,14 @@ def read_accounts(reader: Reader, data: object, key: str) -> dict[int, AccountCo
 
 def _account_id(reader: Reader, raw_id: object, key: str) -> int:
     # bool is an int in Python, and YAML reads `yes:` as True: neither is an account id.
-    if isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id >= 0:
-        return raw_id
-    if isinstance(raw_id, str) and _ACCOUNT_ID.fullmatch(raw_id):
-        return int(raw_id)
-    raise reader.error(key, f"an asset account id is a whole number of zero or more, got {raw_id!r}")
+    account_id = None
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        account_id = raw_id
+    elif isinstance(raw_id, str) and _ACCOUNT_ID.fullmatch(raw_id):
+        account_id = int(raw_id)
+    if account_id is None or not 0 <= account_id <= _MAX_ACCOUNT_ID:
+        raise reader.error(key, f"an asset account id is a whole number from 0 to 2^63-1, got {raw_id!r}")
+    return account_id
 
 
 def _read_account(reader: Reader, entry: object, key: str) -> AccountConfig:

@@ -8,6 +8,7 @@ may be printed as it is.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -112,6 +113,30 @@ def parse_config(
     )
 
 
+# YAML 1.1 reads 01001 as octal (513) and 1:30 as base 60 (90): an account id or an amount
+# written so would silently mean another account or another amount, so neither is accepted.
+_SURPRISING_INTEGER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load, but an integer in octal or base-60 notation is an error."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = self.construct_scalar(node)
+        if isinstance(text, str) and _SURPRISING_INTEGER.fullmatch(text):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{text} is {super().construct_yaml_int(node)} in YAML 1.1 (octal or base 60): "
+                "write the number in decimal without a leading zero, or quote it",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
     try:
@@ -119,7 +144,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except UnreadableFile as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

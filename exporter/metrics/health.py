@@ -11,7 +11,7 @@ from typing import TypeVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..config import Config, ConnectionConfig
+from ..config import AccountConfig, Config, ConnectionConfig
 from ..model import AccountBalance
 from ..poller import ConnectionStatus, PartStatus, Snapshot
 from .balances import refreshed_note
@@ -215,12 +215,15 @@ class _UnknownIds:
     """Warns once about each configured account id that a good poll did not return.
 
     A warning, not an error: accounts come and go, and the config may name one before it opens.
-    Each snapshot is looked at once, so a scrape costs nothing more with many accounts.
+    Each snapshot is looked at once per accounts map, so a scrape costs nothing more with many
+    accounts; a reload keeps the snapshot but brings a new map, whose new ids are warned about at
+    once rather than after the next poll.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[str, Snapshot[AccountBalance]] = {}  # the last snapshot looked at, per connection
+        # The last snapshot and accounts map looked at, per connection.
+        self._seen: dict[str, tuple[Snapshot[AccountBalance], Mapping[int, AccountConfig]]] = {}
         self._warned: set[tuple[str, int]] = set()
 
     def warn(self, connections: Sequence[ConnectionConfig], statuses: Sequence[ConnectionStatus]) -> None:
@@ -228,9 +231,12 @@ class _UnknownIds:
         with self._lock:  # scrapes run in parallel; each warning is still written once
             for status in statuses:
                 snapshot = status.accounts.snapshot
-                if status.name not in configured or snapshot is None or self._seen.get(status.name) is snapshot:
+                if status.name not in configured or snapshot is None:
                     continue
-                self._seen[status.name] = snapshot
+                seen = self._seen.get(status.name)
+                if seen is not None and seen[0] is snapshot and seen[1] is configured[status.name]:
+                    continue
+                self._seen[status.name] = (snapshot, configured[status.name])
                 polled = {a.asset_account_id for a in snapshot.rows}
                 for account_id in sorted(configured[status.name].keys() - polled):
                     if (status.name, account_id) not in self._warned:
