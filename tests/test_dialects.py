@@ -304,6 +304,13 @@ def test_a_threshold_beyond_float_range_is_a_config_error(amount):
         _thresholds({"USD": amount})
 
 
+@pytest.mark.parametrize("amount", ["1e-400", "-1e-41", "0.00000000000000000000000000000000000000001"])
+def test_a_threshold_too_small_to_export_is_a_config_error(amount):
+    # It would be exported as 0 (or -0), and a floor of 0 never alerts.
+    with pytest.raises(ConfigError, match=r"thresholds.low_available_balance.USD: more than 40 decimal places"):
+        _thresholds({"USD": amount})
+
+
 def test_a_dialect_describes_itself_for_people():
     assert Dialect().describe() == "no rows to tell"
     assert Dialect(frozenset({("amounts", "as strings"), ("keys", "PascalCase")})).describe() == (

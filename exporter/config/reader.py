@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..dialect import MAX_AMOUNT_DIGITS
 from ..files import UnreadableFile, read_small_text
 from .model import ConfigError, Secret
 
@@ -134,4 +135,8 @@ def amount(reader: Reader, value: object, key: str) -> Decimal:
     # "1e400" is a finite Decimal but +Inf as the float it is exported as: every balance would be low.
     if not amount.is_finite() or amount.adjusted() > 307:
         raise reader.error(key, f"expected a finite number, got {value!r}")
+    # "1e-400" would be exported as 0: the same bound as the API's amounts (model.py).
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_AMOUNT_DIGITS:
+        raise reader.error(key, f"more than {MAX_AMOUNT_DIGITS} decimal places, got {value!r}")
     return amount
