@@ -40,7 +40,7 @@ bench-alerts: venv  # about a minute; figures in README "Dashboards and alerts"
 soak: venv  # 10 minutes; figures in README "Reliability"
 	$(BIN)/python bench/soak.py --seconds 600 --fault-rate 0.2 --json bench/results/soak.json
 
-rules: venv  # dashboards/alerts.yaml, rules.yaml and the PrometheusRule, from exporter/rules.py
+rules: venv  # dashboards/alerts.yaml, rules.yaml and the PrometheusRule, from exporter/rules/
 	$(BIN)/python -m exporter.rules --output-dir dashboards
 	$(BIN)/python deploy/kubernetes/generate_prometheusrule.py
 

@@ -1,4 +1,4 @@
-"""The rule files are generated from exporter/rules.py, for any scrape job's selector."""
+"""The rule files are generated from exporter/rules/, for any scrape job's selector."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SELECTOR = 'job="treasury-bank", env="prod"'
 
 def test_the_shipped_rule_files_are_the_generated_ones():
     for name, text in rules.files().items():
-        assert (ROOT / "dashboards" / name).read_text() == text, f"run: make rules ({name} is behind exporter/rules.py)"
+        assert (ROOT / "dashboards" / name).read_text() == text, f"run: make rules ({name} is behind exporter/rules/)"
 
 
 def generate(tmp_path, *args: str) -> None:

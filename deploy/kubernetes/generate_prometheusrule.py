@@ -1,8 +1,8 @@
-"""Write prometheusrule.yaml: the rules of exporter/rules.py as a Prometheus Operator PrometheusRule.
+"""Write prometheusrule.yaml: the rules of exporter/rules/ as a Prometheus Operator PrometheusRule.
 
     python deploy/kubernetes/generate_prometheusrule.py     (or: make rules)
 
-exporter/rules.py is the source, as for dashboards/alerts.yaml and rules.yaml; the test suite
+exporter/rules/ is the source, as for dashboards/alerts.yaml and rules.yaml; the test suite
 fails when this file falls behind it.
 """
 
@@ -25,7 +25,5 @@ def prometheus_rule() -> dict:
 
 
 if __name__ == "__main__":
-    header = (
-        "# Generated from exporter/rules.py by deploy/kubernetes/generate_prometheusrule.py: edit the rules there.\n"
-    )
+    header = "# Generated from exporter/rules/ by deploy/kubernetes/generate_prometheusrule.py: edit the rules there.\n"
     TARGET.write_text(header + yaml.safe_dump(prometheus_rule(), sort_keys=False, width=120))

@@ -1,97 +1,12 @@
-"""The alert and recording rules, written once with the scrape job's selector as a parameter.
-
-    python -m exporter.rules --selector 'job="ibanera"' --output-dir dashboards
-
-writes alerts.yaml and rules.yaml for Prometheus's rule_files. The files shipped in
-dashboards/ are this module's output for the default selector (a test keeps them equal), so
-edit the rules here. The idea is the monitoring mixins' `selector` setting: every metric the
-rules read is filtered by it, so the rules work for any job name and never pick up another
-job's series.
-"""
+"""The alert and recording rule groups: every expression filtered by the selector."""
 
 from __future__ import annotations
 
-import argparse
-import re
-import textwrap
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
-import yaml
-
-DEFAULT_SELECTOR = 'job="ibanera"'
-DEFAULT_DASHBOARD_URL = "https://grafana.example.com/d/ibanera-balances/ibanera-balances"
-# Series of one account across the exporter's families.
-ACCOUNT = "job, instance, connection, asset_account_id"
-
-# One PromQL label matcher: a label name, an operator and a quoted string on one line.
-_MATCHER = r"""[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')"""
-_SELECTOR = re.compile(rf"\s*{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*")
-
-Rule = dict[str, Any]
-Group = dict[str, Any]
-
-
-class _Rules:
-    """The rules for one selector and one dashboard URL."""
-
-    def __init__(self, selector: str, dashboard_url: str) -> None:
-        check_selector(selector)
-        self.selector = selector
-        self.dashboard_url = dashboard_url
-
-    def m(self, metric: str, matchers: str = "") -> str:
-        """`metric` filtered by the selector (and by `matchers`, if any)."""
-        return f"{metric}{{{', '.join(filter(None, (self.selector, matchers)))}}}"
-
-    def alert(
-        self, name: str, expr: str, severity: str, summary: str, description: str, runbook: str, for_: str | None = None
-    ) -> Rule:
-        rule: Rule = {"alert": name, "expr": expr}
-        if for_ is not None:
-            rule["for"] = for_
-        rule["labels"] = {"severity": severity}
-        rule["annotations"] = {
-            "summary": summary,
-            "description": description,
-            "runbook": runbook,
-            "dashboard_url": self.dashboard_url,
-        }
-        return rule
-
-    def low_floor(self) -> str:
-        """Every account's floor: its own where the config sets one, its asset's threshold otherwise."""
-        zero = f"0 * {self.m('ibanera_available_balance')}"
-        return (
-            f"{zero}\n  + on({ACCOUNT}) group_left() {self.m('ibanera_account_low_threshold')}\nor\n"
-            f"{zero}\n  + on(job, instance, asset) group_left() {self.m('ibanera_balance_low_threshold')}"
-        )
-
-    def named(self, expr: str) -> str:
-        """`expr` (one series per account) with the account's `name` label where the config gives one.
-
-        The accounts without a name join a nameless 1 instead: a plain join would drop them.
-        """
-        names = f"{self.m('ibanera_account_info')} or on({ACCOUNT}) 0 * {self.m('ibanera_available_balance')} + 1"
-        return f"(\n{_indent(expr)}\n)\n* on({ACCOUNT}) group_left(name)\n  ({names})"
-
-
-def check_selector(selector: str) -> None:
-    """Raises ValueError unless `selector` is label matchers without braces: anything else would
-    end up in every expression, the files' header comments and an annotation's template."""
-    if not _SELECTOR.fullmatch(selector):
-        raise ValueError(f'not label matchers without braces, such as job="ibanera", env=~"prod|dr": {selector!r}')
-    if "{{" in selector or "}}" in selector:
-        raise ValueError(f"{{{{ or }}}} would be template syntax in an annotation: {selector!r}")
-
-
-def _indent(text: str) -> str:
-    return textwrap.indent(text, "  ")
+from .promql import ACCOUNT, DEFAULT_DASHBOARD_URL, DEFAULT_SELECTOR, Group, Rule, Rules, indent
 
 
 def alert_groups(selector: str = DEFAULT_SELECTOR, dashboard_url: str = DEFAULT_DASHBOARD_URL) -> list[Group]:
-    r = _Rules(selector, dashboard_url)
+    r = Rules(selector, dashboard_url)
     return [
         {"name": "ibanera-exporter", "rules": _exporter_alerts(r)},
         {"name": "ibanera-balances", "rules": _balance_alerts(r)},
@@ -101,7 +16,7 @@ def alert_groups(selector: str = DEFAULT_SELECTOR, dashboard_url: str = DEFAULT_
 
 def recording_groups(selector: str = DEFAULT_SELECTOR) -> list[Group]:
     """Per-asset sums across accounts by connection, and every account's floor, for the dashboard."""
-    r = _Rules(selector, DEFAULT_DASHBOARD_URL)
+    r = Rules(selector, DEFAULT_DASHBOARD_URL)
     sums = [
         {"record": f"connection_asset:{metric}:sum", "expr": f"sum by (connection, asset) ({r.m(metric)})"}
         for metric in (
@@ -115,7 +30,7 @@ def recording_groups(selector: str = DEFAULT_SELECTOR) -> list[Group]:
     return [{"name": "ibanera-balances.rules", "rules": [*sums, floor]}]
 
 
-def _exporter_alerts(r: _Rules) -> list[Rule]:
+def _exporter_alerts(r: Rules) -> list[Rule]:
     up = r.m("up")
     return [
         r.alert(
@@ -183,12 +98,12 @@ _ACCOUNT_NAME = (
 )
 
 
-def _balance_alerts(r: _Rules) -> list[Rule]:
+def _balance_alerts(r: Rules) -> list[Rule]:
     available = r.m("ibanera_available_balance")
     return [
         r.alert(
             "IbaneraBalanceLow",
-            f"{available}\n< on({ACCOUNT}) group_left(name)\n(\n{_indent(r.named(r.low_floor()))}\n)",
+            f"{available}\n< on({ACCOUNT}) group_left(name)\n(\n{indent(r.named(r.low_floor()))}\n)",
             "warning",
             f"Ibanera {_ACCOUNT_NAME} on {{{{ $labels.connection }}}} is below its low-balance floor.",
             f"Available {{{{ $labels.asset }}}} on {_ACCOUNT_NAME} ({{{{ $labels.connection }}}}) is "
@@ -239,7 +154,7 @@ def _balance_alerts(r: _Rules) -> list[Rule]:
     ]
 
 
-def _card_alerts(r: _Rules) -> list[Rule]:
+def _card_alerts(r: Rules) -> list[Rule]:
     return [
         r.alert(
             "IbaneraCardBalanceLow",
@@ -265,52 +180,3 @@ def _card_alerts(r: _Rules) -> list[Rule]:
             for_="10m",
         ),
     ]
-
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the longer expressions) as literal blocks, as a person would write them."""
-
-
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-
-_Dumper.add_representer(str, _string)
-
-
-def render(groups: list[Group], what: str, selector: str) -> str:
-    header = (
-        f"# {what} for ibanera-exporter, for the series matching {{{selector}}}.\n"
-        "# Generated by `python -m exporter.rules` (exporter/rules.py): edit that, not this file.\n"
-    )
-    return header + yaml.dump({"groups": groups}, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
-
-
-def files(selector: str = DEFAULT_SELECTOR, dashboard_url: str = DEFAULT_DASHBOARD_URL) -> dict[str, str]:
-    """{file name: text} of the two rule files."""
-    return {
-        "alerts.yaml": render(alert_groups(selector, dashboard_url), "Alert rules", selector),
-        "rules.yaml": render(recording_groups(selector), "Recording rules (for the dashboard)", selector),
-    }
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m exporter.rules", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--selector",
-        default=DEFAULT_SELECTOR,
-        help=f"label matchers of the exporter's series, without braces (default: {DEFAULT_SELECTOR})",
-    )
-    parser.add_argument("--dashboard-url", default=DEFAULT_DASHBOARD_URL, help="your Grafana's URL of the dashboard")
-    parser.add_argument("--output-dir", type=Path, default=Path("."), help="where to write alerts.yaml and rules.yaml")
-    args = parser.parse_args(argv)
-    try:
-        check_selector(args.selector)
-    except ValueError as exc:
-        parser.error(f"--selector: {exc}")
-    for name, text in files(args.selector, args.dashboard_url).items():
-        (args.output_dir / name).write_text(text, encoding="utf-8")
-
-
-if __name__ == "__main__":
-    main()
