@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from decimal import Decimal
@@ -185,3 +186,21 @@ def test_the_table_never_sends_an_api_string_raw_to_the_terminal():
     )
     table = CheckResult("t", tuple(rows)).table()
     assert "\x1b" not in table and "\x07" not in table and "\\x1b[2J" in table
+
+
+def test_a_host_that_cannot_be_reached_costs_no_login_and_no_code_step(tmp_path, simulator):
+    # The clock probe finds nothing listening: the login is not tried, no code step is taken
+    # (so nothing recorded under --storage.path) and the check does not wait for a fresh step.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    storage = tmp_path / "fresh-state"
+    storage.mkdir()
+    down = {**connection(simulator, name="down"), "base_url": f"http://127.0.0.1:{port}"}
+    result = check(tmp_path, [down], storage=str(storage))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "connection down: FAILED" in result.stdout
+    assert "  login attempts  0" in result.stdout
+    assert f"127.0.0.1:{port} refused the connection: check base_url" in result.stdout
+    assert list(storage.iterdir()) == []  # no step was taken, so none is remembered
+    no_secrets(result, simulator)

@@ -192,12 +192,14 @@ class Session:
 
         A login with a code from a skewed clock would be refused, and every refusal counts
         towards the lock; a GET of / without credentials costs nothing of the kind. Its
-        replies are error pages by design, so two of them must agree before they count.
+        replies are error pages by design, so two of them must agree before they count. A host
+        that cannot be reached fails the login here, before a code is taken: the next login
+        probes again.
         """
-        self._clock_probed = True
         for _ in range(2):
             sent_at = self._clock()
             self._codes.observe_date(self._transport.probe(), sent_at)
+        self._clock_probed = True
 
 
 def _is_otp_refusal(exc: ApiRejected) -> bool:

@@ -161,9 +161,7 @@ class Transport:
                     response.close()
         except httpx.TimeoutException:
             code = "timeout"
-            raise RequestTimeout(
-                f"{endpoint}: no complete answer within request_timeout ({self._request_timeout:g}s)"
-            ) from None
+            raise self._timed_out(endpoint) from None
         except httpx.HTTPError as exc:
             raise ConnectionFailed(f"{endpoint}: {_describe(exc)}") from None
         finally:
@@ -176,7 +174,12 @@ class Transport:
         return envelope
 
     def probe(self) -> str | None:
-        """GET / without credentials: the Date header of whatever answers, or None."""
+        """GET / without credentials: the Date header of whatever answers, or None.
+
+        Raises ConnectionFailed when nothing answers at all (a name that does not resolve, a
+        refused connection, a TLS handshake that fails): a login to the same host would fail
+        the same way, after spending a one-time code step on nothing.
+        """
         self._raise_if_stopped()
         code = "error"
         try:
@@ -185,10 +188,18 @@ class Transport:
                 # A cached copy's Date (a CDN in front of /) is when the original was made.
                 date: str | None = None if "Age" in response.headers else response.headers.get("Date")
                 return date
+        except httpx.ConnectTimeout:
+            code = "timeout"
+            raise self._timed_out("clock") from None
+        except httpx.ConnectError as exc:
+            raise ConnectionFailed(f"clock: {_describe(exc)}") from None
         except httpx.HTTPError:
             return None
         finally:
             self._counters.request("clock", code)
+
+    def _timed_out(self, endpoint: str) -> RequestTimeout:
+        return RequestTimeout(f"{endpoint}: no complete answer within request_timeout ({self._request_timeout:g}s)")
 
 
 def _http_client(connection: ConnectionConfig, request_timeout: float) -> httpx.Client:
