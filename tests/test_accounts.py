@@ -49,6 +49,8 @@ def test_accounts_by_numeric_or_quoted_id(tmp_path):
         ("1001: {name: ''}", "accounts.1001.name", "1-100 characters"),
         ("1001: {name: 42}", "accounts.1001.name", "got a number"),
         ('1001: {name: "two\\nlines"}', "accounts.1001.name", "one line of printable characters"),
+        ("1001: {name: 'Payroll '}", "accounts.1001.name", "must not start or end with a space"),
+        ("1001: {name: ' Payroll'}", "accounts.1001.name", "must not start or end with a space"),
         ("1001: {low_available_balance: -50000}", "accounts.1001.low_available_balance", "zero or more"),
         ("1001: {low_available_balance: .inf}", "accounts.1001.low_available_balance", "finite"),
         ("1001: {low_available_balance: plenty}", "accounts.1001.low_available_balance", "number"),

@@ -134,6 +134,10 @@ def _read_account(reader: Reader, entry: object, key: str) -> AccountConfig:
             )
         if not name.isprintable():
             raise reader.error(f"{key}.name", "must be one line of printable characters")
+        # "Payroll " and "Payroll" would be two label values, and the edit between them would
+        # resolve a firing alert: refused rather than quietly trimmed.
+        if name != name.strip():
+            raise reader.error(f"{key}.name", f"must not start or end with a space, got {name!r}")
     floor = None
     if "low_available_balance" in entry:
         floor = amount(reader, entry["low_available_balance"], f"{key}.low_available_balance")
