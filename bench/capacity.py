@@ -39,6 +39,7 @@ import bcrypt
 from exporter.simulator import SimAccount, Simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from entries import connection_entry
 from rested import rested_storage
 
 SCRIPT = Path(sys.executable).parent / "ibanera-exporter"
@@ -129,16 +130,7 @@ def run(accounts: int, scrapers: int, seconds: float, interval: float, auth: boo
     simulator = Simulator(_accounts(accounts), token_lifetime=86400).start()
     config = {
         "poll_interval": "1h",
-        "connections": [
-            {
-                "name": "bench",
-                "base_url": simulator.url,
-                "username": simulator.username,
-                "password": simulator.password,
-                "totp_secret": simulator.totp_secret_base32,
-                "page_size": max(accounts, 1),
-            }
-        ],
+        "connections": [connection_entry(simulator, "bench", page_size=max(accounts, 1))],
     }
     (work / "config.yaml").write_text(json.dumps(config))
     # Remembered login state from long ago: the first login need not wait for a fresh code step.

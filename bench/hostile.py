@@ -30,7 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the raw-socket peer and the rested login state the tests use
-from rested import rested_storage  # noqa: E402 - found through the line above
+from entries import connection_entry  # noqa: E402 - found through the line above
+from rested import rested_storage  # noqa: E402
 
 SCRIPT = Path(sys.executable).parent / "ibanera-exporter"
 
@@ -174,15 +175,7 @@ def measure_restart(with_storage: bool, in_the_next_step: bool) -> dict[str, flo
             json.dumps(
                 {
                     "poll_interval": "1s",
-                    "connections": [
-                        {
-                            "name": "bench",
-                            "base_url": simulator.url,
-                            "username": simulator.username,
-                            "password": simulator.password,
-                            "totp_secret": simulator.totp_secret_base32,
-                        }
-                    ],
+                    "connections": [connection_entry(simulator, "bench")],
                 }
             )
         )

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.simulator import SimAccount, Simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from entries import connection_entry
 from rested import rested_storage
 
 SCRIPT = Path(sys.executable).parent / "ibanera-exporter"
@@ -92,16 +93,7 @@ def run(seconds: float, fault_rate: float, accounts: int, workdir: Path) -> Soak
         "poll_interval": "1s",
         "request_timeout": "1s",
         "retry": {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "500ms"},
-        "connections": [
-            {
-                "name": "soak",
-                "base_url": simulator.url,
-                "username": simulator.username,
-                "password": simulator.password,
-                "totp_secret": simulator.totp_secret_base32,
-                "page_size": 10,
-            }
-        ],
+        "connections": [connection_entry(simulator, "soak", page_size=10)],
     }
     (workdir / "config.yaml").write_text(json.dumps(config))
     log_path = workdir / "exporter.log"

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from conftest import ROOT, SCRIPT, rested_storage
+from entries import connection_entry
 
 from exporter.api.pages import Listed
 from exporter.check import CheckResult, _accounts_rows
@@ -49,14 +50,7 @@ def check(tmp_path, connections: list[dict], storage: str | None = None) -> subp
 
 
 def connection(sim: Simulator, name: str = "treasury", **extra: object) -> dict:
-    return {
-        "name": name,
-        "base_url": sim.url,
-        "username": sim.username,
-        "password": "${CHECK_PASSWORD}",
-        "totp_secret": sim.totp_secret_base32,
-        **extra,
-    }
+    return connection_entry(sim, name, password="${CHECK_PASSWORD}", **extra)
 
 
 def no_secrets(result: subprocess.CompletedProcess, sim: Simulator) -> None:

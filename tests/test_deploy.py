@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from conftest import ROOT
+from entries import mounted_secrets
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SCHEMAS = ROOT.parent / "shared" / "schemas"
@@ -49,14 +50,7 @@ def test_the_image_install_steps_work(tmp_path):
     )
     assert version.stdout.startswith("ibanera-exporter, version")
     # The image's config, with /run/secrets/ pointed at files made here.
-    secrets = tmp_path / "run-secrets"
-    secrets.mkdir()
-    for name, value in {
-        "ibanera_username": "u",
-        "ibanera_password": "p",
-        "ibanera_totp_secret": "JBSWY3DPEHPK3PXP",
-    }.items():
-        (secrets / name).write_text(value + "\n")
+    secrets = mounted_secrets(tmp_path / "run-secrets")
     config = tmp_path / "config.yaml"
     config.write_text((ROOT / "deploy" / "config.yaml").read_text().replace("/run/secrets/", f"{secrets}/"))
     check = subprocess.run(

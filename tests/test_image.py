@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 from conftest import ROOT, required_tool
+from entries import mounted_secrets
 
 # A tag per checkout: clones side by side on one machine share podman's store, and must not
 # run each other's image.
@@ -175,15 +176,7 @@ def test_the_storage_volume_is_the_one_place_it_can_write(image, container):
 
 
 def test_the_shipped_config_checks_with_secrets_mounted(image, tmp_path):
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    for name, value in {
-        "ibanera_username": "u",
-        "ibanera_password": "p",
-        "ibanera_totp_secret": "JBSWY3DPEHPK3PXP",
-    }.items():
-        (secrets / name).write_text(value + "\n")
-        (secrets / name).chmod(0o644)  # readable by user 10001
+    secrets = mounted_secrets(tmp_path / "secrets")
     result = podman(
         "run",
         "--rm",

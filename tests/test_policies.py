@@ -22,6 +22,7 @@ import httpx
 import pytest
 import trustme
 from conftest import SCRIPT, Running, account, connection_for, rested_storage
+from entries import connection_entry
 
 from exporter.api.client import IbaneraClient
 from exporter.api.memory import LoginMemory
@@ -270,15 +271,7 @@ def _config_file(tmp_path, simulator, **top) -> str:
         "request_timeout": "20s",
         "retry": {"max_attempts": 5, "initial_backoff": "20s", "max_backoff": "30s"},
         **top,
-        "connections": [
-            {
-                "name": "c",
-                "base_url": simulator.url,
-                "username": simulator.username,
-                "password": simulator.password,
-                "totp_secret": simulator.totp_secret_base32,
-            }
-        ],
+        "connections": [connection_entry(simulator, "c")],
     }
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))

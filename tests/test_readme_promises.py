@@ -19,6 +19,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from conftest import ROOT, SCRIPT, account
+from entries import connection_entry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -271,22 +272,7 @@ def insecure_config(tmp_path_factory):
     """A connection with TLS verification off, so that a warn line appears at every start."""
     with Simulator([account(1)]) as simulator:
         path = tmp_path_factory.mktemp("levels") / "config.yaml"
-        path.write_text(
-            json.dumps(
-                {
-                    "connections": [
-                        {
-                            "name": "c",
-                            "base_url": simulator.url,
-                            "username": simulator.username,
-                            "password": simulator.password,
-                            "totp_secret": simulator.totp_secret_base32,
-                            "tls_insecure_skip_verify": True,
-                        }
-                    ]
-                }
-            )
-        )
+        path.write_text(json.dumps({"connections": [connection_entry(simulator, "c", tls_insecure_skip_verify=True)]}))
         yield str(path)
 
 

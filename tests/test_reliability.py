@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from conftest import ROOT, FakeClock, Running, account, build_stack, connection_for, rested_storage
+from entries import connection_entry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -361,15 +362,7 @@ def _config_for(simulator, path, **top) -> str:
         "request_timeout": "20s",
         "retry": {"max_attempts": 5, "initial_backoff": "20s", "max_backoff": "30s"},
         **top,
-        "connections": [
-            {
-                "name": "slow",
-                "base_url": simulator.url,
-                "username": simulator.username,
-                "password": simulator.password,
-                "totp_secret": simulator.totp_secret_base32,
-            }
-        ],
+        "connections": [connection_entry(simulator, "slow")],
     }
     path.write_text(json.dumps(config))  # JSON is YAML
     return str(path)

@@ -16,6 +16,7 @@ import pytest
 import trustme
 import yaml
 from conftest import SCRIPT, FakeClock, Running, account, build_stack, connection_for, rested_storage
+from entries import connection_entry
 
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import TransientError
@@ -361,20 +362,7 @@ def test_turning_verification_off_needs_its_own_key_and_warns_at_start(https_sim
     assert len(_client(simulator, tls_insecure_skip_verify=True).fetch_balances().rows) == 1
     config = tmp_path / "config.yaml"
     config.write_text(
-        yaml.safe_dump(
-            {
-                "connections": [
-                    {
-                        "name": "insecure",
-                        "base_url": simulator.url,
-                        "username": simulator.username,
-                        "password": simulator.password,
-                        "totp_secret": simulator.totp_secret_base32,
-                        "tls_insecure_skip_verify": True,
-                    }
-                ]
-            }
-        )
+        yaml.safe_dump({"connections": [connection_entry(simulator, "insecure", tls_insecure_skip_verify=True)]})
     )
     exporter = Running("--config.file", str(config))
     _, _, log = exporter.stop()
