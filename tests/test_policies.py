@@ -133,7 +133,7 @@ def _https_simulator(ca: trustme.CA, host: str) -> Simulator:
     ids=["the CA of ca_file", "another CA, even a system-trusted one", "the right CA, the wrong host"],
 )
 def test_ca_file_is_trusted_and_only_it(cas, tmp_path, monkeypatch, trusted, cert_for, system, works):
-    """Mutations in transport._tls_verification: ignore ca_file (`return True`) -> the first
+    """Mutations in api/http_client.tls_verification: ignore ca_file (`return True`) -> the first
     case fails; add ca_file to the system store (create_default_context() then
     load_verify_locations(ca_file)) -> the second; `verify=False` whenever ca_file is set,
     or check_hostname=False -> the second and third."""

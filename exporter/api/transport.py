@@ -9,9 +9,7 @@ before it is sent.
 
 from __future__ import annotations
 
-import http.cookiejar
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,13 +17,13 @@ from dataclasses import dataclass, field
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
-from .. import __version__
 from ..config import ConnectionConfig, RetryPolicy
-from .body import ACCEPT_ENCODING, read_body
+from .body import read_body
 from .counters import ClientCounters
-from .deadline import deadline, deadline_mounts, deadline_transport
+from .deadline import deadline
 from .envelope import JsonObject, decode_envelope
 from .errors import ApiError, Cancelled, ConnectionFailed, RequestTimeout, TransientError
+from .http_client import http_client
 
 log = logging.getLogger("exporter.api")
 
@@ -70,7 +68,7 @@ class Transport:
             multiplier=retry.initial_backoff, max=retry.max_backoff, jitter=retry.initial_backoff
         )
         self._request_timeout = request_timeout
-        self._http = _http_client(connection, request_timeout)
+        self._http = http_client(connection, request_timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -202,32 +200,6 @@ class Transport:
         return RequestTimeout(f"{endpoint}: no complete answer within request_timeout ({self._request_timeout:g}s)")
 
 
-def _http_client(connection: ConnectionConfig, request_timeout: float) -> httpx.Client:
-    """The connection's own httpx client: every request under the total deadline, no redirects, no cookies."""
-    if connection.tls_insecure_skip_verify:
-        log.warning(
-            "TLS verification is off: anyone on the path to the API can read the credentials",
-            extra={"connection": connection.name},
-        )
-    verification = _tls_verification(connection)
-    return httpx.Client(
-        base_url=connection.base_url,
-        timeout=request_timeout,
-        # Proxies come from HTTPS_PROXY / NO_PROXY (httpx ignores them beside our transport).
-        transport=deadline_transport(verification),
-        mounts=deadline_mounts(verification),
-        follow_redirects=False,
-        # The API authenticates by token: cookies a reply sets are neither kept nor sent
-        # back, or each reply could add ~100 kB to the client and to every later request.
-        cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
-        headers={
-            "User-Agent": f"ibanera-exporter/{__version__}",
-            "Accept": "application/json",
-            "Accept-Encoding": ACCEPT_ENCODING,
-        },
-    )
-
-
 def _describe(exc: httpx.HTTPError) -> str:
     """Words for a failed request that cannot contain what we sent (headers hold the token).
 
@@ -262,12 +234,3 @@ def _redact(exc: ApiError, request: Request) -> None:
 def _retry_after(state: RetryCallState) -> float | None:
     error = state.outcome.exception() if state.outcome else None
     return error.retry_after if isinstance(error, TransientError) else None
-
-
-def _tls_verification(connection: ConnectionConfig) -> ssl.SSLContext | bool:
-    if connection.tls_insecure_skip_verify:
-        return False
-    if connection.ca_file is None:
-        return True
-    # The bundle as the config read it (bounded, never blocking), not the file as it is now.
-    return ssl.create_default_context(cadata=connection.ca_file.pem)
