@@ -213,3 +213,60 @@ def test_a_reload_that_would_lower_min_version_is_refused(web, certs, caplog):
     with httpx.Client(verify=tls12, timeout=5) as client, pytest.raises(httpx.HTTPError):
         client.get(f"https://127.0.0.1:{server.port}/metrics")
     assert "it would lower min_version from TLS13 to TLS12" in logged(caplog)
+
+
+def test_an_encrypted_key_is_refused_without_asking_a_terminal_for_its_passphrase(certs):
+    """ssl asks /dev/tty for the passphrase of an encrypted key and waits for an answer: an
+    exporter started in a terminal hung at start-up, or on a reload under the watcher's lock,
+    with every request behind it. The child here has a terminal; the test answers any prompt
+    with empty lines, so that it never hangs, and then says it was asked."""
+    import pty
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((certs / "server.key").read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    (certs / "server.key").write_bytes(encrypted)
+    (certs / "web.yml").write_text(yaml.safe_dump(TLS))
+    child = (
+        "import os, sys\n"
+        "os.close(os.open(sys.argv[1], os.O_RDWR))  # the session's controlling terminal\n"
+        "from exporter.webconfig import WebConfigError, load_web_config\n"
+        "try:\n"
+        "    load_web_config(sys.argv[2])\n"
+        "except WebConfigError as exc:\n"
+        "    print('refused:', exc, flush=True)\n"
+    )
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", child, os.ttyname(slave), str(certs / "web.yml")],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child has gone
+                break
+            if not chunk:
+                break
+            output += chunk
+            if b"pass phrase" in chunk.lower():
+                os.write(master, b"\n\n\n")
+        process.wait()
+    finally:
+        os.close(master)
+    text = output.decode(errors="replace")
+    assert "pass phrase" not in text.lower()
+    assert "refused:" in text and "server.key" in text and "encrypted" in text

@@ -216,12 +216,21 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
+
+    def no_passphrase() -> bytes:
+        # Without it, ssl asks /dev/tty and waits: a start in a terminal, or a reload under
+        # the watcher's lock with every request behind it, would hang there.
+        raise WebConfigError(
+            f"{source}: tls_server_config.key_file: {tls.key_file} is encrypted; "
+            "a passphrase cannot be given: decrypt it (openssl pkey -in KEY -out KEY.plain)"
+        )
+
     try:
         # Looked at first without blocking: ssl would wait forever on a FIFO (holding every
         # request behind the watcher's lock) and read a device until memory runs out.
         for file in (tls.cert_file, tls.key_file):
             read_small_file(Path(file), MAX_CA_FILE_BYTES)
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=no_passphrase)
     except (OSError, ssl.SSLError) as exc:
         raise WebConfigError(
             f"{source}: tls_server_config: cannot load {tls.cert_file} and {tls.key_file}: "
