@@ -270,3 +270,25 @@ def test_an_encrypted_key_is_refused_without_asking_a_terminal_for_its_passphras
     text = output.decode(errors="replace")
     assert "pass phrase" not in text.lower()
     assert "refused:" in text and "server.key" in text and "encrypted" in text
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("client_auth_type", ["RequireAndVerifyClientCert"]), ("min_version", {"TLS13": None}), ("max_version", [])],
+)
+def test_a_tls_setting_that_is_a_list_or_a_mapping_is_refused_and_requests_are_still_answered(
+    web, certs, caplog, key, value
+):
+    """`x in dict` of a list raised TypeError out of the watcher: no request, /-/healthy
+    included, was answered until the file was fixed."""
+    server = web({**AUTH, **TLS})
+    bad = {**AUTH, "tls_server_config": {**TLS["tls_server_config"], key: value}}
+    with pytest.raises(WebConfigError, match=rf"tls_server_config\.{key}: expected one of"):
+        (certs / "bad.yml").write_text(yaml.safe_dump(bad))
+        load_web_config(certs / "bad.yml")
+    replace_atomically(certs / "web.yml", yaml.safe_dump(bad))
+    with tls_client(certs) as client:
+        for path in ("/-/healthy", "/metrics"):
+            response = client.get(f"https://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
+            assert response.status_code == 200
+    assert f"tls_server_config.{key}: expected one of" in logged(caplog)

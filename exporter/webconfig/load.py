@@ -136,10 +136,10 @@ def _tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
             f"{source}: tls_server_config.client_auth_type: {auth_type} accepts unverified client "
             "certificates, which this exporter does not do; use RequireAndVerifyClientCert"
         )
-    if auth_type not in CLIENT_AUTH_TYPES:
+    if not isinstance(auth_type, str) or auth_type not in CLIENT_AUTH_TYPES:
         raise WebConfigError(
             f"{source}: tls_server_config.client_auth_type: expected one of "
-            f"{', '.join(CLIENT_AUTH_TYPES)}, got {auth_type!r}"
+            f"{', '.join(CLIENT_AUTH_TYPES)}, got {_shown(auth_type)}"
         )
     client_ca = path("client_ca_file")
     if auth_type != "NoClientCert" and client_ca is None:
@@ -154,14 +154,20 @@ def _tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
     versions = []
     for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         version = data.get(key, default)
-        if version not in TLS_VERSIONS:
+        if not isinstance(version, str) or version not in TLS_VERSIONS:
             raise WebConfigError(
-                f"{source}: tls_server_config.{key}: expected one of {', '.join(TLS_VERSIONS)}, got {version!r}"
+                f"{source}: tls_server_config.{key}: expected one of {', '.join(TLS_VERSIONS)}, got {_shown(version)}"
             )
         versions.append(version)
     if TLS_VERSIONS[versions[0]] > TLS_VERSIONS[versions[1]]:
         raise WebConfigError(f"{source}: tls_server_config.max_version: is below min_version")
     return TLSConfig(cert_file, key_file, auth_type, client_ca, tuple(sans), *versions)
+
+
+def _shown(value: object) -> str:
+    """A wrong setting for an error message: a string as it is, anything else by its type only
+    (`in` a dict raised TypeError for a list, and the repr of YAML aliases can be huge)."""
+    return repr(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
 
 
 def _headers(value: object, source: str) -> dict[str, str]:
