@@ -292,3 +292,10 @@ def test_a_tls_setting_that_is_a_list_or_a_mapping_is_refused_and_requests_are_s
             response = client.get(f"https://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
             assert response.status_code == 200
     assert f"tls_server_config.{key}: expected one of" in logged(caplog)
+
+
+def test_a_key_written_twice_in_the_web_config_is_refused(certs):
+    # Last one wins would let a second, empty basic_auth_users turn auth off at start-up.
+    (certs / "web.yml").write_text(f"basic_auth_users:\n  prometheus: {HASH}\nbasic_auth_users:\n")
+    with pytest.raises(WebConfigError, match=r"line 3.*twice"):
+        load_web_config(certs / "web.yml")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -119,7 +119,23 @@ _SURPRISING_INTEGER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
 
 
 class _Loader(yaml.SafeLoader):
-    """yaml.safe_load, but an integer in octal or base-60 notation is an error."""
+    """yaml.safe_load, but an integer in octal or base-60 notation, or a key written twice in
+    one mapping, is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        # Last one wins, in PyYAML: a second `1001:` dropped the first one's floor without a word.
+        # Keys that a merge (<<) brings in may still be overridden.
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         text = self.construct_scalar(node)

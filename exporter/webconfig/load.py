@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,6 +254,23 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     return context
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load, but a key written twice in one mapping is an error (the toolkit's
+    UnmarshalStrict refuses it too): last one wins would let a second, empty
+    basic_auth_users turn auth off."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # what a merge brings may be overridden
+                continue
+            key = self.construct_object(key_node)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, "a key is written twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 @dataclass(frozen=True)
 class LoadedWebConfig:
     """A web config and the TLS context built from it, swapped as one so that no reader sees a mix."""
@@ -265,13 +282,14 @@ class LoadedWebConfig:
 def load_web_config(path: str | Path) -> LoadedWebConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(read_small_text(path, MAX_WEB_CONFIG_BYTES))
+        data = yaml.load(read_small_text(path, MAX_WEB_CONFIG_BYTES), Loader=_Loader)  # a SafeLoader
     except OSError as exc:
         raise WebConfigError(f"{path}: cannot read the web config file: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise WebConfigError(f"{path}: not valid YAML{where}") from None
+        twice = ": a key is written twice" if getattr(exc, "problem", None) == "a key is written twice" else ""
+        raise WebConfigError(f"{path}: not valid YAML{where}{twice}") from None
     if data is None:
         # An empty file is what an editor leaves for a moment while it rewrites one: it never
         # means "no TLS, no auth". A file that really wants nothing says {}.
