@@ -427,3 +427,41 @@ def test_a_bug_in_the_server_costs_one_connection_and_is_logged_in_the_log_forma
         and "RuntimeError" in [getattr(r, "error", "") for r in caplog.records][-1]
     )
     assert healthy(server)
+
+
+def test_over_tls_a_connection_still_in_its_handshake_is_closed_to_make_room(tmp_path):
+    """ssl's wrap_socket detaches the plain socket before the handshake: shutting that one down
+    did nothing, the victim stayed `closing` until its header deadline, and no other
+    connection was accepted meanwhile. Three silent TCP peers at a cap of 2 over TLS: the
+    oldest two must be closed for the later ones."""
+    import ssl
+
+    import trustme
+
+    from exporter.httpserver import TLSSettings
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(context)
+    settings = TLSSettings(context)
+    server = HTTPServer(
+        ("127.0.0.1", 0),
+        lambda request: Response(200, (b"ok\n",)),
+        ServerLimits(max_connections=2, read_header_timeout=60, idle_timeout=60),
+        tls=lambda: settings,
+    )
+    server.start()
+    silent = []
+    try:
+        for _ in range(4):  # each new one pushes out the oldest: none waits for a handshake deadline
+            silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE))
+        assert closed_by_server(silent[0]) and closed_by_server(silent[1])
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        with httpx.Client(verify=client, timeout=PATIENCE) as https:
+            assert https.get(f"https://127.0.0.1:{server.port}/").status_code == 200
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
