@@ -1,0 +1,52 @@
+"""exporter/files.py: a small regular file read whole, or refused; never a hang, never unbounded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from exporter.files import UnreadableFile, read_small_file, read_small_text
+
+
+def test_a_file_of_exactly_the_limit_is_read_and_one_byte_more_is_refused(tmp_path: Path):
+    # Mutation: `>=` for `>` refused a file of exactly the limit (a secret of 64 KiB).
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+    assert read_small_file(path, 100) == b"x" * 100
+    path.write_bytes(b"x" * 101)
+    with pytest.raises(UnreadableFile, match="larger than 100 bytes"):
+        read_small_file(path, 100)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_what_is_not_a_regular_file_is_refused_without_reading_it(tmp_path: Path, kind: str):
+    path = tmp_path / "f"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a blocking open would wait forever
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(UnreadableFile, match="not a regular file"):
+        read_small_file(path, 100)
+
+
+def test_bytes_that_are_not_utf8_are_refused_without_echoing_them(tmp_path: Path):
+    path = tmp_path / "f"
+    path.write_bytes(b"password: s\xe9cret\n")
+    with pytest.raises(UnreadableFile) as info:
+        read_small_text(path, 100)
+    assert info.value.reason == "not UTF-8 text" and "cret" not in str(info.value)
+
+
+def test_no_descriptor_is_left_open(tmp_path: Path):
+    # Mutation: the descriptor of a refused file never closed (a reload every second leaks one each).
+    path = tmp_path / "f"
+    path.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(UnreadableFile):
+            read_small_file(path, 100)
+    assert len(os.listdir("/proc/self/fd")) == before
