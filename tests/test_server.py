@@ -465,3 +465,22 @@ def test_over_tls_a_connection_still_in_its_handshake_is_closed_to_make_room(tmp
         for sock in silent:
             sock.close()
         server.stop()
+
+
+def test_at_the_cap_the_oldest_idle_connection_is_the_one_closed():
+    # Mutation: max() for min() closed the newest idle one, the scraper's that just connected.
+    server = start_server(ServerLimits(max_connections=2, read_header_timeout=60, idle_timeout=60))
+    try:
+        oldest, older = connect(server), connect(server)
+        older.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(older)[0] == 200  # in its slot, idle again, and newer than `oldest`
+        newcomer = connect(server)
+        assert closed_by_server(oldest)
+        newcomer.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(newcomer)[0] == 200
+        older.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(older)[0] == 200
+        for sock in (oldest, older, newcomer):
+            sock.close()
+    finally:
+        server.stop()
