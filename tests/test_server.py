@@ -484,3 +484,20 @@ def test_at_the_cap_the_oldest_idle_connection_is_the_one_closed():
             sock.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("extra, kept", [(0, True), (1, False)])
+def test_a_body_of_exactly_the_discard_limit_is_read_and_one_byte_more_closes(extra, kept):
+    # Mutation: `>=` for `>` closed the connection of a body of exactly max_discarded_body.
+    limits = ServerLimits(
+        max_connections=4, read_header_timeout=PATIENCE, idle_timeout=PATIENCE, max_discarded_body=100
+    )
+    server = start_server(limits)
+    try:
+        with connect(server) as sock:
+            body = b"x" * (100 + extra)
+            sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            status, headers, _ = read_response(sock)
+            assert status == 200 and headers["connection"] == ("keep-alive" if kept else "close")
+    finally:
+        server.stop()
