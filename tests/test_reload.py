@@ -231,7 +231,7 @@ def test_an_empty_or_truncated_file_is_refused(setup, simulator):
         ("fifo", "password", "not a regular file"),
         ("/dev/zero", "config.yaml", "not a regular file"),  # read until memory runs out
         ("huge", "config.yaml", "larger than"),
-        ("dir", "config.yaml", "Is a directory"),
+        ("dir", "config.yaml", "not a regular file"),
     ],
 )
 def test_a_config_or_secret_file_replaced_by_a_fifo_a_device_or_a_huge_file_is_refused_at_once(
