@@ -286,3 +286,19 @@ def test_a_ca_file_is_read_with_the_config_and_its_contents_make_the_connection(
         load_config(path, environ=SECRET_VALUES).connections[0]
         == load_config(path, environ=SECRET_VALUES).connections[0]
     )
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("connections: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply"),
+        ("max_login_refusals: " + "9" * 5000 + "\n" + MINIMAL, "cannot be read as a value"),
+        ("installed: 2026-02-30\n" + MINIMAL, "cannot be read as a value"),  # a date that does not exist
+    ],
+)
+def test_yaml_that_cannot_be_built_is_a_config_error(tmp_path, text, says):
+    # RecursionError or ValueError escaped load_config: at a SIGHUP it ended the main loop,
+    # and the process with it; POST /-/reload answered 500 with a traceback and
+    # ibanera_config_last_reload_successful stayed 1.
+    message = error_of(tmp_path, text)
+    assert says in message and len(message) < 400, message

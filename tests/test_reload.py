@@ -352,3 +352,12 @@ def test_a_new_account_name_or_floor_keeps_the_poller_token_and_snapshot(setup, 
     assert simulator.logins_succeeded == 2
     info = {dict(labels)["name"] for name, labels in exporter.metrics() if name == "ibanera_account_info"}
     assert info == {"New"}
+
+
+def test_a_file_nested_too_deeply_is_refused_and_the_reload_metric_says_so(setup, simulator):
+    exporter, path = setup()
+    path.write_text(config_text(simulator) + "deep: " + "[" * 20000 + "]" * 20000 + "\n")
+    response = exporter.reload()
+    assert response.status_code == 500 and "nested too deeply" in response.text
+    assert exporter.series("ibanera_config_last_reload_successful") == {"": 0.0}
+    assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0}

@@ -299,3 +299,24 @@ def test_a_key_written_twice_in_the_web_config_is_refused(certs):
     (certs / "web.yml").write_text(f"basic_auth_users:\n  prometheus: {HASH}\nbasic_auth_users:\n")
     with pytest.raises(WebConfigError, match=r"line 3.*twice"):
         load_web_config(certs / "web.yml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tls_server_config: " + "[" * 20000 + "]" * 20000 + "\n",
+        "tls_server_config:\n  min_version: " + "9" * 5000 + "\n",
+    ],
+)
+def test_web_config_yaml_that_cannot_be_built_is_refused_and_requests_are_still_answered(web, certs, caplog, text):
+    # RecursionError or ValueError escaped the watcher: the request that saw the change failed,
+    # and the change was neither logged as refused nor read again.
+    (certs / "bad.yml").write_text(text)
+    with pytest.raises(WebConfigError, match="not valid YAML"):
+        load_web_config(certs / "bad.yml")
+    server = web(AUTH)
+    replace_atomically(certs / "web.yml", text)
+    for path in ("/-/healthy", "/metrics"):
+        response = httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
+        assert response.status_code == 200
+    assert "web config not reloaded" in logged(caplog)

@@ -168,5 +168,12 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         if "'\\t'" in problem:
             problem += " (YAML indents with spaces, not tabs)"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    except ValueError:  # never its message: it may quote a value
+        raise ConfigError(
+            f"{path}: not valid YAML: a scalar cannot be read as a value "
+            "(a number of more than 4300 digits, a date that does not exist): quote it"
+        ) from None
     # Relative *_file paths resolve against the config file's directory, like Prometheus.
     return parse_config(data, str(path), environ, base_dir=path.parent)

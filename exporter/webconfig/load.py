@@ -290,6 +290,8 @@ def load_web_config(path: str | Path) -> LoadedWebConfig:
         where = f" at line {mark.line + 1}" if mark else ""
         twice = ": a key is written twice" if getattr(exc, "problem", None) == "a key is written twice" else ""
         raise WebConfigError(f"{path}: not valid YAML{where}{twice}") from None
+    except (RecursionError, ValueError):  # nested too deeply; a number of 4300 digits, a 30 February
+        raise WebConfigError(f"{path}: not valid YAML: nested too deeply, or a value that cannot be read") from None
     if data is None:
         # An empty file is what an editor leaves for a moment while it rewrites one: it never
         # means "no TLS, no auth". A file that really wants nothing says {}.
