@@ -72,5 +72,6 @@ def read_pem_bundle(path: Path) -> str:
     The lines that are not ASCII are comments (curl's bundle names its CAs in UTF-8), never
     part of a PEM block.
     """
-    bundle = read_small_text(path, MAX_CA_FILE_BYTES)
+    # A byte order mark (Notepad's UTF-8) would make the first BEGIN line look like a comment.
+    bundle = read_small_text(path, MAX_CA_FILE_BYTES).removeprefix("\ufeff")
     return "\n".join(line for line in bundle.splitlines() if line.isascii())

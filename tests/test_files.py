@@ -50,3 +50,19 @@ def test_no_descriptor_is_left_open(tmp_path: Path):
         with pytest.raises(UnreadableFile):
             read_small_file(path, 100)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_pem_bundle_saved_with_a_byte_order_mark_keeps_its_first_certificate(tmp_path: Path):
+    # Notepad writes UTF-8 with a BOM: the first line, `\ufeff-----BEGIN CERTIFICATE-----`, was
+    # taken for a non-ASCII comment and left out, and with it the bundle's first CA, silently.
+    import ssl
+
+    import trustme
+
+    from exporter.files import read_pem_bundle
+
+    first, second = trustme.CA(), trustme.CA()
+    path = tmp_path / "ca.pem"
+    path.write_bytes(b"\xef\xbb\xbf" + first.cert_pem.bytes() + second.cert_pem.bytes())
+    context = ssl.create_default_context(cadata=read_pem_bundle(path))
+    assert len(context.get_ca_certs()) == 2
