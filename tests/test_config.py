@@ -302,3 +302,11 @@ def test_yaml_that_cannot_be_built_is_a_config_error(tmp_path, text, says):
     # ibanera_config_last_reload_successful stayed 1.
     message = error_of(tmp_path, text)
     assert says in message and len(message) < 400, message
+
+
+def test_a_secret_file_saved_with_a_byte_order_mark_is_read_without_it(tmp_path):
+    # Notepad's UTF-8 starts with U+FEFF: it was sent as the password's first character, and
+    # every login was refused, each one counting towards Ibanera's lock.
+    (tmp_path / "password").write_bytes(b"\xef\xbb\xbffrom-notepad\r\n")
+    text = MINIMAL.replace("password: ${IBANERA_PASSWORD}", "password_file: password")
+    assert load(tmp_path, text).connections[0].password.reveal() == "from-notepad"

@@ -93,7 +93,8 @@ class Reader:
             path_text = self.string(data, file_key, f"{key_prefix}.{file_key}")
             path = (self.base_dir / path_text).expanduser()
             try:
-                value = read_small_text(path, MAX_SECRET_FILE_BYTES).rstrip("\r\n")
+                # Without Notepad's byte order mark: sent as the first character, every login is refused.
+                value = read_small_text(path, MAX_SECRET_FILE_BYTES).removeprefix("\ufeff").rstrip("\r\n")
             except UnreadableFile as exc:
                 raise self.error(f"{key_prefix}.{file_key}", f"cannot read {path}: {exc.reason}") from None
             if not value:
