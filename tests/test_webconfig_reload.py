@@ -221,6 +221,7 @@ def test_an_encrypted_key_is_refused_without_asking_a_terminal_for_its_passphras
     with every request behind it. The child here has a terminal; the test answers any prompt
     with empty lines, so that it never hangs, and then says it was asked."""
     import pty
+    import select
     import subprocess
     import sys
 
@@ -255,6 +256,9 @@ def test_an_encrypted_key_is_refused_without_asking_a_terminal_for_its_passphras
         os.close(slave)
         output = b""
         while True:
+            if not select.select([master], [], [], 60)[0]:  # a hang guard, not a time limit under test
+                process.kill()
+                pytest.fail(f"the child hangs; it said {output!r}")
             try:
                 chunk = os.read(master, 4096)
             except OSError:  # EIO: the child has gone
