@@ -310,3 +310,17 @@ def test_a_secret_file_saved_with_a_byte_order_mark_is_read_without_it(tmp_path)
     (tmp_path / "password").write_bytes(b"\xef\xbb\xbffrom-notepad\r\n")
     text = MINIMAL.replace("password: ${IBANERA_PASSWORD}", "password_file: password")
     assert load(tmp_path, text).connections[0].password.reveal() == "from-notepad"
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("poll_interval: 1" + "0" * 400, "poll_interval"),  # float() of it: OverflowError
+        ('max_response_size: "' + "9" * 5000 + '"', "max_response_size"),  # int() of it: ValueError
+        ('max_response_size: "' + "9" * 4000 + 'GiB"', "max_response_size"),  # refused, and never echoed whole
+    ],
+)
+def test_a_duration_or_size_too_large_to_read_is_a_config_error(tmp_path, line, key):
+    # The error escaped load_config as OverflowError or ValueError: a SIGHUP ended the process.
+    message = error_of(tmp_path, line + "\n" + MINIMAL)
+    assert f"{key}:" in message and len(message) < 400, message[:500]
