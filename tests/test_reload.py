@@ -20,7 +20,7 @@ from test_security import HASH, PASSWORD
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import Cancelled
 from exporter.api.memory import LoginMemory
-from exporter.config import Config, ConnectionConfig, load_config
+from exporter.config import Config, ConfigError, ConnectionConfig, load_config
 from exporter.fleet import Fleet
 from exporter.metrics import Exposition
 from exporter.reload import Reloader
@@ -361,3 +361,17 @@ def test_a_file_nested_too_deeply_is_refused_and_the_reload_metric_says_so(setup
     assert response.status_code == 500 and "nested too deeply" in response.text
     assert exporter.series("ibanera_config_last_reload_successful") == {"": 0.0}
     assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0}
+
+
+def test_an_unexpected_error_in_a_reload_is_a_refused_reload_not_the_end_of_the_process(caplog):
+    # The SIGHUP loop catches ConfigError only: any other error from a reload (the RecursionError
+    # of a deep YAML file was one) ended the main loop and the process, with the metric still 1.
+    def load() -> Config:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    reloader = Reloader(load, fleet=None, exposition=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="RecursionError"):
+        reloader.reload()
+    values = {metric.name: metric.samples[0].value for metric in reloader.collect()}
+    assert values["ibanera_config_last_reload_successful"] == 0
+    assert "config not reloaded" in caplog.text
