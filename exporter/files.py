@@ -35,6 +35,8 @@ def read_small_file(path: Path, max_bytes: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise UnreadableFile(path, exc.strerror or type(exc).__name__) from None
+    except ValueError:  # "embedded null byte": no file can have that name
+        raise UnreadableFile(path, "the name has a NUL character") from None
     try:
         # Looked at on the descriptor, which is closed whatever happens: os.fdopen of a
         # directory raised and left it open, one lost per retry of a web config that is a

@@ -66,3 +66,10 @@ def test_a_pem_bundle_saved_with_a_byte_order_mark_keeps_its_first_certificate(t
     path.write_bytes(b"\xef\xbb\xbf" + first.cert_pem.bytes() + second.cert_pem.bytes())
     context = ssl.create_default_context(cadata=read_pem_bundle(path))
     assert len(context.get_ca_certs()) == 2
+
+
+def test_a_path_with_a_nul_character_is_unreadable_not_a_value_error(tmp_path: Path):
+    # os.open raises ValueError for it: a `password_file: "pw\0"` or a cert_file so written
+    # escaped load_config and the web config watcher (a SIGHUP ended the process).
+    with pytest.raises(UnreadableFile, match="NUL"):
+        read_small_file(tmp_path / "pw\0x", 100)

@@ -324,3 +324,9 @@ def test_web_config_yaml_that_cannot_be_built_is_refused_and_requests_are_still_
         response = httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
         assert response.status_code == 200
     assert "web config not reloaded" in logged(caplog)
+
+
+def test_a_certificate_path_with_a_nul_character_is_refused(certs):
+    (certs / "web.yml").write_text('tls_server_config:\n  cert_file: "server.crt\\0"\n  key_file: server.key\n')
+    with pytest.raises(WebConfigError, match="NUL character"):
+        load_web_config(certs / "web.yml")
