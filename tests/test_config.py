@@ -324,3 +324,16 @@ def test_a_duration_or_size_too_large_to_read_is_a_config_error(tmp_path, line, 
     # The error escaped load_config as OverflowError or ValueError: a SIGHUP ended the process.
     message = error_of(tmp_path, line + "\n" + MINIMAL)
     assert f"{key}:" in message and len(message) < 400, message[:500]
+
+
+@pytest.mark.parametrize("key", ["password_file", "ca_file"])
+def test_a_home_folder_that_cannot_be_found_is_a_config_error(tmp_path, monkeypatch, key):
+    # Path.expanduser raises RuntimeError for ~nosuchuser, and for ~ without HOME or a passwd
+    # entry (a container's arbitrary uid): with a relative --config.file it escaped load_config.
+    monkeypatch.chdir(tmp_path)
+    line = "password_file" if key == "password_file" else "password: x\n    ca_file"
+    Path("config.yaml").write_text(
+        MINIMAL.replace("password: ${IBANERA_PASSWORD}", f"{line}: ~nosuchuser42/file"), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=rf"connections\[0\]\.{key}: .*home folder"):
+        load_config("config.yaml", environ=SECRET_VALUES)
