@@ -32,14 +32,29 @@ def read_small_file(path: Path, max_bytes: int) -> bytes:
     """The whole of a regular file of at most `max_bytes`, or UnreadableFile."""
     try:
         # Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise UnreadableFile(path, "not a regular file")
-            content = file.read(max_bytes + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnreadableFile(path, exc.strerror or type(exc).__name__) from None
+    except ValueError:  # "embedded null byte": no file can have that name
+        raise UnreadableFile(path, "the name has a NUL character") from None
+    try:
+        # Looked at on the descriptor, which is closed whatever happens: os.fdopen of a
+        # directory raised and left it open, one lost per retry of a web config that is a
+        # directory (a volume mounted at the file's path), until accept() ran out of them.
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableFile(path, "not a regular file")
+        content = b""
+        while len(content) <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - len(content))
+            if not chunk:
+                break
+            content += chunk
     except UnreadableFile:
         raise
     except OSError as exc:
         raise UnreadableFile(path, exc.strerror or type(exc).__name__) from None
+    finally:
+        os.close(fd)
     if len(content) > max_bytes:
         raise UnreadableFile(path, f"larger than {max_bytes} bytes")
     return content
@@ -59,5 +74,6 @@ def read_pem_bundle(path: Path) -> str:
     The lines that are not ASCII are comments (curl's bundle names its CAs in UTF-8), never
     part of a PEM block.
     """
-    bundle = read_small_text(path, MAX_CA_FILE_BYTES)
+    # A byte order mark (Notepad's UTF-8) would make the first BEGIN line look like a comment.
+    bundle = read_small_text(path, MAX_CA_FILE_BYTES).removeprefix("\ufeff")
     return "\n".join(line for line in bundle.splitlines() if line.isascii())

@@ -195,10 +195,15 @@ class HTTPServer:
         remaining = deadline - time.monotonic()
         connection.sock.settimeout(max(remaining, 0.001))
         try:
-            tls_socket = tls.context.wrap_socket(connection.sock, server_side=True)
+            # wrap_socket detaches the plain socket: the TLS one is the connection's socket from
+            # here on, before the handshake, so that closing it to make room wakes the handshake.
+            tls_socket = tls.context.wrap_socket(connection.sock, server_side=True, do_handshake_on_connect=False)
+            connection.sock = tls_socket
+            if connection.closing:  # chosen to make room while the plain socket was being detached
+                raise Closed("closed to make room")
+            tls_socket.do_handshake()
         except (OSError, ssl.SSLError) as exc:
             raise Closed(f"tls handshake failed: {exc}") from None
-        connection.sock = tls_socket
         if tls.allowed_sans and not _peer_sans_allowed(tls_socket, tls.allowed_sans):
             log.warning("client certificate refused: none of client_allowed_sans", extra={"client": connection.client})
             tls_socket.close()

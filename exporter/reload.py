@@ -46,6 +46,10 @@ class Reloader(Collector):
                 self._state = (False, self._state[1])
                 log.error("config not reloaded, the running config stays in use", extra={"error": str(exc)})
                 raise
+            except Exception as exc:  # a bug of ours: a refused reload, never the end of the SIGHUP loop
+                self._state = (False, self._state[1])
+                log.error("config not reloaded on an unexpected error", extra={"error": type(exc).__name__})
+                raise ConfigError(f"unexpected {type(exc).__name__} while reloading; see the log") from None
             self._exposition.replace_config(config)
             self._state = (True, self._clock())
         log.info(

@@ -169,3 +169,24 @@ def test_the_largest_api_id_is_accepted_quoted_or_not(tmp_path):
     for key in ("9223372036854775807", "'9223372036854775807'"):
         accounts = load(tmp_path, MINIMAL + f"    accounts:\n      {key}: {{name: Last}}\n").connections[0].accounts
         assert accounts == {2**63 - 1: AccountConfig(name="Last")}
+
+
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        ("    accounts:\n      1001: {low_available_balance: 50000}\n      1001: {name: Payroll}\n", 9),
+        ("thresholds:\n  low_available_balance:\n    USD: 1000\n    USD: 10\n", 10),
+        ("    password: other\n", 7),
+    ],
+)
+def test_a_key_written_twice_in_a_mapping_is_an_error_not_last_one_wins(tmp_path, extra, line):
+    # The second 1001 silently dropped the first one's floor: no low-balance alert, and no word.
+    message = error_of(tmp_path, MINIMAL + extra)
+    assert f"line {line}" in message and "twice" in message, message
+
+
+def test_a_key_from_a_merge_may_still_be_overridden(tmp_path):
+    text = MINIMAL + "    accounts:\n      1001: &payroll {name: Payroll, low_available_balance: 5}\n"
+    text += "      1002: {<<: *payroll, name: Payroll EU}\n"
+    accounts = load(tmp_path, text).connections[0].accounts
+    assert accounts[1002] == AccountConfig(name="Payroll EU", low_available_balance=Decimal("5"))

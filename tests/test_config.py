@@ -286,3 +286,54 @@ def test_a_ca_file_is_read_with_the_config_and_its_contents_make_the_connection(
         load_config(path, environ=SECRET_VALUES).connections[0]
         == load_config(path, environ=SECRET_VALUES).connections[0]
     )
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("connections: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply"),
+        ("max_login_refusals: " + "9" * 5000 + "\n" + MINIMAL, "cannot be read as a value"),
+        ("installed: 2026-02-30\n" + MINIMAL, "cannot be read as a value"),  # a date that does not exist
+    ],
+)
+def test_yaml_that_cannot_be_built_is_a_config_error(tmp_path, text, says):
+    # RecursionError or ValueError escaped load_config: at a SIGHUP it ended the main loop,
+    # and the process with it; POST /-/reload answered 500 with a traceback and
+    # ibanera_config_last_reload_successful stayed 1.
+    message = error_of(tmp_path, text)
+    assert says in message and len(message) < 400, message
+
+
+def test_a_secret_file_saved_with_a_byte_order_mark_is_read_without_it(tmp_path):
+    # Notepad's UTF-8 starts with U+FEFF: it was sent as the password's first character, and
+    # every login was refused, each one counting towards Ibanera's lock.
+    (tmp_path / "password").write_bytes(b"\xef\xbb\xbffrom-notepad\r\n")
+    text = MINIMAL.replace("password: ${IBANERA_PASSWORD}", "password_file: password")
+    assert load(tmp_path, text).connections[0].password.reveal() == "from-notepad"
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("poll_interval: 1" + "0" * 400, "poll_interval"),  # float() of it: OverflowError
+        ('max_response_size: "' + "9" * 5000 + '"', "max_response_size"),  # int() of it: ValueError
+        ('max_response_size: "' + "9" * 4000 + 'GiB"', "max_response_size"),  # refused, and never echoed whole
+    ],
+)
+def test_a_duration_or_size_too_large_to_read_is_a_config_error(tmp_path, line, key):
+    # The error escaped load_config as OverflowError or ValueError: a SIGHUP ended the process.
+    message = error_of(tmp_path, line + "\n" + MINIMAL)
+    assert f"{key}:" in message and len(message) < 400, message[:500]
+
+
+@pytest.mark.parametrize("key", ["password_file", "ca_file"])
+def test_a_home_folder_that_cannot_be_found_is_a_config_error(tmp_path, monkeypatch, key):
+    # Path.expanduser raises RuntimeError for ~nosuchuser, and for ~ without HOME or a passwd
+    # entry (a container's arbitrary uid): with a relative --config.file it escaped load_config.
+    monkeypatch.chdir(tmp_path)
+    line = "password_file" if key == "password_file" else "password: x\n    ca_file"
+    Path("config.yaml").write_text(
+        MINIMAL.replace("password: ${IBANERA_PASSWORD}", f"{line}: ~nosuchuser42/file"), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=rf"connections\[0\]\.{key}: .*home folder"):
+        load_config("config.yaml", environ=SECRET_VALUES)

@@ -31,7 +31,7 @@ from scripted import (
 
 from exporter.api.client import IbaneraClient
 from exporter.api.codes import OneTimeCodes
-from exporter.api.memory import LoginMemory
+from exporter.api.memory import LoginMemory, LoginState
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
 from exporter.metrics import Exposition
 from exporter.model import AccountBalance
@@ -480,3 +480,21 @@ def test_an_untrustworthy_state_file_pauses_logins(tmp_path, clock, content):
             client.fetch_balances()
         client.close()
         assert simulator.logins_failed == 0 and simulator.logins_succeeded == 0
+
+
+def test_a_clock_set_back_during_the_wait_for_a_fresh_step_does_not_reuse_the_step():
+    # NTP steps the wall clock back while a login waits for the next 30 s step: when the
+    # sleep ends, the clock is still in the step already used. The login must wait again.
+    now = [1_795_000_005.0]  # 15 s into a step
+    set_back = [10.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds - set_back.pop() if set_back else seconds  # the clock went back 10 s, once
+
+    memory = LoginMemory(LoginState(last_code_step=int(now[0] // STEP_SECONDS)), None)
+    used = memory.state.last_code_step
+    codes = OneTimeCodes(b"key", "test", lambda: now[0], sleep, memory)
+    code = codes.for_login()
+    assert int(now[0] // STEP_SECONDS) > used
+    assert code == totp_at(b"key", now[0])
+    assert memory.state.last_code_step == int(now[0] // STEP_SECONDS)

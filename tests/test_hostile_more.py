@@ -12,6 +12,7 @@ import threading
 import time
 from email.utils import formatdate
 
+import httpcore
 import pytest
 from conftest import FAST_RETRY, FakeClock, account
 from scripted import Received, ScriptedServer, drip, good_login, one_account, reply
@@ -376,3 +377,23 @@ def test_a_host_name_is_looked_up_and_each_of_its_addresses_tried():
             assert len(client.fetch_balances().rows) == 1
         finally:
             client.close()
+
+
+def test_a_lookup_whose_thread_could_not_start_gives_its_slot_back(monkeypatch):
+    """Out of threads (a pids limit) for a moment: each failed start kept a lookup slot, and
+    after MAX_HUNG_LOOKUPS of them no name was ever looked up again until a restart."""
+    from exporter.api import deadline as deadline_module
+
+    real_start = threading.Thread.start
+
+    def no_thread(self):
+        if self.name.startswith("dns "):
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    for _ in range(MAX_HUNG_LOOKUPS + 1):
+        with pytest.raises(httpcore.ConnectError, match="no thread"):
+            deadline_module._resolve("localhost", 80, 0.2)
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    assert "127.0.0.1" in deadline_module._resolve("localhost", 80, 5.0)

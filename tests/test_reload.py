@@ -20,7 +20,7 @@ from test_security import HASH, PASSWORD
 from exporter.api.client import IbaneraClient
 from exporter.api.errors import Cancelled
 from exporter.api.memory import LoginMemory
-from exporter.config import Config, ConnectionConfig, load_config
+from exporter.config import Config, ConfigError, ConnectionConfig, load_config
 from exporter.fleet import Fleet
 from exporter.metrics import Exposition
 from exporter.reload import Reloader
@@ -231,7 +231,7 @@ def test_an_empty_or_truncated_file_is_refused(setup, simulator):
         ("fifo", "password", "not a regular file"),
         ("/dev/zero", "config.yaml", "not a regular file"),  # read until memory runs out
         ("huge", "config.yaml", "larger than"),
-        ("dir", "config.yaml", "Is a directory"),
+        ("dir", "config.yaml", "not a regular file"),
     ],
 )
 def test_a_config_or_secret_file_replaced_by_a_fifo_a_device_or_a_huge_file_is_refused_at_once(
@@ -352,3 +352,26 @@ def test_a_new_account_name_or_floor_keeps_the_poller_token_and_snapshot(setup, 
     assert simulator.logins_succeeded == 2
     info = {dict(labels)["name"] for name, labels in exporter.metrics() if name == "ibanera_account_info"}
     assert info == {"New"}
+
+
+def test_a_file_nested_too_deeply_is_refused_and_the_reload_metric_says_so(setup, simulator):
+    exporter, path = setup()
+    path.write_text(config_text(simulator) + "deep: " + "[" * 20000 + "]" * 20000 + "\n")
+    response = exporter.reload()
+    assert response.status_code == 500 and "nested too deeply" in response.text
+    assert exporter.series("ibanera_config_last_reload_successful") == {"": 0.0}
+    assert exporter.series("ibanera_up") == {"a": 1.0, "b": 1.0}
+
+
+def test_an_unexpected_error_in_a_reload_is_a_refused_reload_not_the_end_of_the_process(caplog):
+    # The SIGHUP loop catches ConfigError only: any other error from a reload (the RecursionError
+    # of a deep YAML file was one) ended the main loop and the process, with the metric still 1.
+    def load() -> Config:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    reloader = Reloader(load, fleet=None, exposition=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="RecursionError"):
+        reloader.reload()
+    values = {metric.name: metric.samples[0].value for metric in reloader.collect()}
+    assert values["ibanera_config_last_reload_successful"] == 0
+    assert "config not reloaded" in caplog.text

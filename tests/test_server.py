@@ -427,3 +427,77 @@ def test_a_bug_in_the_server_costs_one_connection_and_is_logged_in_the_log_forma
         and "RuntimeError" in [getattr(r, "error", "") for r in caplog.records][-1]
     )
     assert healthy(server)
+
+
+def test_over_tls_a_connection_still_in_its_handshake_is_closed_to_make_room(tmp_path):
+    """ssl's wrap_socket detaches the plain socket before the handshake: shutting that one down
+    did nothing, the victim stayed `closing` until its header deadline, and no other
+    connection was accepted meanwhile. Three silent TCP peers at a cap of 2 over TLS: the
+    oldest two must be closed for the later ones."""
+    import ssl
+
+    import trustme
+
+    from exporter.httpserver import TLSSettings
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(context)
+    settings = TLSSettings(context)
+    server = HTTPServer(
+        ("127.0.0.1", 0),
+        lambda request: Response(200, (b"ok\n",)),
+        ServerLimits(max_connections=2, read_header_timeout=60, idle_timeout=60),
+        tls=lambda: settings,
+    )
+    server.start()
+    silent = []
+    try:
+        for _ in range(4):  # each new one pushes out the oldest: none waits for a handshake deadline
+            silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE))
+        assert closed_by_server(silent[0]) and closed_by_server(silent[1])
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        with httpx.Client(verify=client, timeout=PATIENCE) as https:
+            assert https.get(f"https://127.0.0.1:{server.port}/").status_code == 200
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
+
+
+def test_at_the_cap_the_oldest_idle_connection_is_the_one_closed():
+    # Mutation: max() for min() closed the newest idle one, the scraper's that just connected.
+    server = start_server(ServerLimits(max_connections=2, read_header_timeout=60, idle_timeout=60))
+    try:
+        oldest, older = connect(server), connect(server)
+        older.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(older)[0] == 200  # in its slot, idle again, and newer than `oldest`
+        newcomer = connect(server)
+        assert closed_by_server(oldest)
+        newcomer.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(newcomer)[0] == 200
+        older.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(older)[0] == 200
+        for sock in (oldest, older, newcomer):
+            sock.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("extra, kept", [(0, True), (1, False)])
+def test_a_body_of_exactly_the_discard_limit_is_read_and_one_byte_more_closes(extra, kept):
+    # Mutation: `>=` for `>` closed the connection of a body of exactly max_discarded_body.
+    limits = ServerLimits(
+        max_connections=4, read_header_timeout=PATIENCE, idle_timeout=PATIENCE, max_discarded_body=100
+    )
+    server = start_server(limits)
+    try:
+        with connect(server) as sock:
+            body = b"x" * (100 + extra)
+            sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            status, headers, _ = read_response(sock)
+            assert status == 200 and headers["connection"] == ("keep-alive" if kept else "close")
+    finally:
+        server.stop()

@@ -213,3 +213,120 @@ def test_a_reload_that_would_lower_min_version_is_refused(web, certs, caplog):
     with httpx.Client(verify=tls12, timeout=5) as client, pytest.raises(httpx.HTTPError):
         client.get(f"https://127.0.0.1:{server.port}/metrics")
     assert "it would lower min_version from TLS13 to TLS12" in logged(caplog)
+
+
+def test_an_encrypted_key_is_refused_without_asking_a_terminal_for_its_passphrase(certs):
+    """ssl asks /dev/tty for the passphrase of an encrypted key and waits for an answer: an
+    exporter started in a terminal hung at start-up, or on a reload under the watcher's lock,
+    with every request behind it. The child here has a terminal; the test answers any prompt
+    with empty lines, so that it never hangs, and then says it was asked."""
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((certs / "server.key").read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    (certs / "server.key").write_bytes(encrypted)
+    (certs / "web.yml").write_text(yaml.safe_dump(TLS))
+    child = (
+        "import os, sys\n"
+        "os.close(os.open(sys.argv[1], os.O_RDWR))  # the session's controlling terminal\n"
+        "from exporter.webconfig import WebConfigError, load_web_config\n"
+        "try:\n"
+        "    load_web_config(sys.argv[2])\n"
+        "except WebConfigError as exc:\n"
+        "    print('refused:', exc, flush=True)\n"
+    )
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", child, os.ttyname(slave), str(certs / "web.yml")],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        output = b""
+        while True:
+            if not select.select([master], [], [], 60)[0]:  # a hang guard, not a time limit under test
+                process.kill()
+                pytest.fail(f"the child hangs; it said {output!r}")
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child has gone
+                break
+            if not chunk:
+                break
+            output += chunk
+            if b"pass phrase" in chunk.lower():
+                os.write(master, b"\n\n\n")
+        process.wait()
+    finally:
+        os.close(master)
+    text = output.decode(errors="replace")
+    assert "pass phrase" not in text.lower()
+    assert "refused:" in text and "server.key" in text and "encrypted" in text
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("client_auth_type", ["RequireAndVerifyClientCert"]), ("min_version", {"TLS13": None}), ("max_version", [])],
+)
+def test_a_tls_setting_that_is_a_list_or_a_mapping_is_refused_and_requests_are_still_answered(
+    web, certs, caplog, key, value
+):
+    """`x in dict` of a list raised TypeError out of the watcher: no request, /-/healthy
+    included, was answered until the file was fixed."""
+    server = web({**AUTH, **TLS})
+    bad = {**AUTH, "tls_server_config": {**TLS["tls_server_config"], key: value}}
+    with pytest.raises(WebConfigError, match=rf"tls_server_config\.{key}: expected one of"):
+        (certs / "bad.yml").write_text(yaml.safe_dump(bad))
+        load_web_config(certs / "bad.yml")
+    replace_atomically(certs / "web.yml", yaml.safe_dump(bad))
+    with tls_client(certs) as client:
+        for path in ("/-/healthy", "/metrics"):
+            response = client.get(f"https://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
+            assert response.status_code == 200
+    assert f"tls_server_config.{key}: expected one of" in logged(caplog)
+
+
+def test_a_key_written_twice_in_the_web_config_is_refused(certs):
+    # Last one wins would let a second, empty basic_auth_users turn auth off at start-up.
+    (certs / "web.yml").write_text(f"basic_auth_users:\n  prometheus: {HASH}\nbasic_auth_users:\n")
+    with pytest.raises(WebConfigError, match=r"line 3.*twice"):
+        load_web_config(certs / "web.yml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tls_server_config: " + "[" * 20000 + "]" * 20000 + "\n",
+        "tls_server_config:\n  min_version: " + "9" * 5000 + "\n",
+    ],
+)
+def test_web_config_yaml_that_cannot_be_built_is_refused_and_requests_are_still_answered(web, certs, caplog, text):
+    # RecursionError or ValueError escaped the watcher: the request that saw the change failed,
+    # and the change was neither logged as refused nor read again.
+    (certs / "bad.yml").write_text(text)
+    with pytest.raises(WebConfigError, match="not valid YAML"):
+        load_web_config(certs / "bad.yml")
+    server = web(AUTH)
+    replace_atomically(certs / "web.yml", text)
+    for path in ("/-/healthy", "/metrics"):
+        response = httpx.get(f"http://127.0.0.1:{server.port}{path}", auth=("prometheus", PASSWORD))
+        assert response.status_code == 200
+    assert "web config not reloaded" in logged(caplog)
+
+
+def test_a_certificate_path_with_a_nul_character_is_refused(certs):
+    (certs / "web.yml").write_text('tls_server_config:\n  cert_file: "server.crt\\0"\n  key_file: server.key\n')
+    with pytest.raises(WebConfigError, match="NUL character"):
+        load_web_config(certs / "web.yml")

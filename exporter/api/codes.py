@@ -162,8 +162,9 @@ class OneTimeCodes:
                 extra={"connection": self._connection},
             )
             self._last_step = step
-        wait = self._wait(fresh)
-        if wait:
+        # Until the clock says the step is fresh: a clock set back during a sleep (NTP) would
+        # otherwise end the wait inside the step already used.
+        while wait := self._wait(fresh):
             log.info(
                 "waiting for a fresh one-time code", extra={"connection": self._connection, "wait": f"{wait:.1f}s"}
             )

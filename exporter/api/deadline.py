@@ -101,7 +101,11 @@ def _resolve(host: str, port: int, timeout: float | None) -> list[str]:
             _lookup_slots.release()
             done.set()
 
-    threading.Thread(target=look_up, name=f"dns {host}", daemon=True).start()
+    try:
+        threading.Thread(target=look_up, name=f"dns {host}", daemon=True).start()
+    except RuntimeError:  # out of threads: the slot is given back, or after a few no lookup would ever start
+        _lookup_slots.release()
+        raise httpcore.ConnectError(f"DNS lookup of {host}: no thread to run it in") from None
     if not done.wait(_time_left(timeout, httpcore.ConnectTimeout)):
         raise httpcore.ConnectTimeout(f"DNS lookup of {host} did not end within the request's deadline")
     if isinstance(answer[0], OSError):

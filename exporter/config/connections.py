@@ -49,7 +49,7 @@ def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
         raise reader.error(f"{key}.totp_secret", str(exc)) from None
     ca_file = None
     if "ca_file" in data:
-        ca_path = (reader.base_dir / reader.string(data, "ca_file", f"{key}.ca_file")).expanduser()
+        ca_path = reader.path(reader.string(data, "ca_file", f"{key}.ca_file"), f"{key}.ca_file")
         try:
             ca_file = CaBundle(ca_path, read_pem_bundle(ca_path))
         except UnreadableFile as exc:

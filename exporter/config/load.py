@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -119,7 +119,23 @@ _SURPRISING_INTEGER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
 
 
 class _Loader(yaml.SafeLoader):
-    """yaml.safe_load, but an integer in octal or base-60 notation is an error."""
+    """yaml.safe_load, but an integer in octal or base-60 notation, or a key written twice in
+    one mapping, is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        # Last one wins, in PyYAML: a second `1001:` dropped the first one's floor without a word.
+        # Keys that a merge (<<) brings in may still be overridden.
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         text = self.construct_scalar(node)
@@ -152,5 +168,12 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         if "'\\t'" in problem:
             problem += " (YAML indents with spaces, not tabs)"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    except ValueError:  # never its message: it may quote a value
+        raise ConfigError(
+            f"{path}: not valid YAML: a scalar cannot be read as a value "
+            "(a number of more than 4300 digits, a date that does not exist): quote it"
+        ) from None
     # Relative *_file paths resolve against the config file's directory, like Prometheus.
     return parse_config(data, str(path), environ, base_dir=path.parent)

@@ -84,16 +84,23 @@ class Reader:
 
         return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", substitute, value)
 
+    def path(self, text: str, key: str) -> Path:
+        """A file named in the config: relative to its folder, ~ and ~user expanded."""
+        try:
+            return (self.base_dir / text).expanduser()
+        except RuntimeError:  # ~nosuchuser, or ~ without HOME or a passwd entry
+            raise self.error(key, "cannot find the home folder its ~ names") from None
+
     def secret(self, data: Yaml, name: str, key_prefix: str) -> Secret:
         """A secret comes from `name` (literal or ${VAR}) or from `name_file`, never both."""
         file_key = f"{name}_file"
         if name in data and file_key in data:
             raise self.error(f"{key_prefix}.{name}", f"set either {name} or {file_key}, not both")
         if file_key in data:
-            path_text = self.string(data, file_key, f"{key_prefix}.{file_key}")
-            path = (self.base_dir / path_text).expanduser()
+            path = self.path(self.string(data, file_key, f"{key_prefix}.{file_key}"), f"{key_prefix}.{file_key}")
             try:
-                value = read_small_text(path, MAX_SECRET_FILE_BYTES).rstrip("\r\n")
+                # Without Notepad's byte order mark: sent as the first character, every login is refused.
+                value = read_small_text(path, MAX_SECRET_FILE_BYTES).removeprefix("\ufeff").rstrip("\r\n")
             except UnreadableFile as exc:
                 raise self.error(f"{key_prefix}.{file_key}", f"cannot read {path}: {exc.reason}") from None
             if not value:

@@ -19,15 +19,15 @@ def parse_duration(value: object, key: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration such as 30s, got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = float(value) if not isinstance(value, int) or value.bit_length() < 1024 else float("inf")
     elif isinstance(value, str) and value and _DURATION_PART.sub("", value) == "":
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
     else:
-        raise ConfigError(f"{key}: expected a duration such as 500ms, 30s, 5m or 1h, got {value!r}")
+        raise ConfigError(f"{key}: expected a duration such as 500ms, 30s, 5m or 1h, got {_shown(value)}")
     if not seconds > 0:
-        raise ConfigError(f"{key}: must be longer than zero, got {value!r}")
-    if not seconds <= MAX_DURATION:  # also infinity (YAML .inf, 1e400)
-        raise ConfigError(f"{key}: must be at most 24h, got {value!r}")
+        raise ConfigError(f"{key}: must be longer than zero, got {_shown(value)}")
+    if not seconds <= MAX_DURATION:  # also infinity (YAML .inf, 1e400, an int too large for a float)
+        raise ConfigError(f"{key}: must be at most 24h, got {_shown(value)}")
     return seconds
 
 
@@ -39,6 +39,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+_MAX_SIZE_DIGITS = 15  # a petabyte and more: far past any reply
 _SIZE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB|kB|MB|GB)?$")
 _UNIT_BYTES = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
 
@@ -46,6 +47,16 @@ _UNIT_BYTES = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB
 def parse_size(value: object, key: str) -> int:
     """'16MiB', '500kB' or a plain number of bytes -> bytes (> 0)."""
     match = _SIZE.match(str(value).strip()) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
-    if not match or int(match.group(1)) == 0:
-        raise ConfigError(f"{key}: expected a size such as 16MiB, 500kB or a number of bytes, got {value!r}")
+    # Digits counted before int(): it refuses more than 4300 of them with a ValueError.
+    if not match or len(match.group(1).lstrip("0")) > _MAX_SIZE_DIGITS or int(match.group(1)) == 0:
+        raise ConfigError(
+            f"{key}: expected a size such as 16MiB, 500kB or a number of bytes (at most {_MAX_SIZE_DIGITS} digits), "
+            f"got {_shown(value)}"
+        )
     return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
+
+
+def _shown(value: object) -> str:
+    """A wrong value for an error message, cut short: a line of 5000 digits is not worth echoing."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,10 +136,10 @@ def _tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
             f"{source}: tls_server_config.client_auth_type: {auth_type} accepts unverified client "
             "certificates, which this exporter does not do; use RequireAndVerifyClientCert"
         )
-    if auth_type not in CLIENT_AUTH_TYPES:
+    if not isinstance(auth_type, str) or auth_type not in CLIENT_AUTH_TYPES:
         raise WebConfigError(
             f"{source}: tls_server_config.client_auth_type: expected one of "
-            f"{', '.join(CLIENT_AUTH_TYPES)}, got {auth_type!r}"
+            f"{', '.join(CLIENT_AUTH_TYPES)}, got {_shown(auth_type)}"
         )
     client_ca = path("client_ca_file")
     if auth_type != "NoClientCert" and client_ca is None:
@@ -154,14 +154,20 @@ def _tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
     versions = []
     for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         version = data.get(key, default)
-        if version not in TLS_VERSIONS:
+        if not isinstance(version, str) or version not in TLS_VERSIONS:
             raise WebConfigError(
-                f"{source}: tls_server_config.{key}: expected one of {', '.join(TLS_VERSIONS)}, got {version!r}"
+                f"{source}: tls_server_config.{key}: expected one of {', '.join(TLS_VERSIONS)}, got {_shown(version)}"
             )
         versions.append(version)
     if TLS_VERSIONS[versions[0]] > TLS_VERSIONS[versions[1]]:
         raise WebConfigError(f"{source}: tls_server_config.max_version: is below min_version")
     return TLSConfig(cert_file, key_file, auth_type, client_ca, tuple(sans), *versions)
+
+
+def _shown(value: object) -> str:
+    """A wrong setting for an error message: a string as it is, anything else by its type only
+    (`in` a dict raised TypeError for a list, and the repr of YAML aliases can be huge)."""
+    return repr(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
 
 
 def _headers(value: object, source: str) -> dict[str, str]:
@@ -216,12 +222,21 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
+
+    def no_passphrase() -> bytes:
+        # Without it, ssl asks /dev/tty and waits: a start in a terminal, or a reload under
+        # the watcher's lock with every request behind it, would hang there.
+        raise WebConfigError(
+            f"{source}: tls_server_config.key_file: {tls.key_file} is encrypted; "
+            "a passphrase cannot be given: decrypt it (openssl pkey -in KEY -out KEY.plain)"
+        )
+
     try:
         # Looked at first without blocking: ssl would wait forever on a FIFO (holding every
         # request behind the watcher's lock) and read a device until memory runs out.
         for file in (tls.cert_file, tls.key_file):
             read_small_file(Path(file), MAX_CA_FILE_BYTES)
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=no_passphrase)
     except (OSError, ssl.SSLError) as exc:
         raise WebConfigError(
             f"{source}: tls_server_config: cannot load {tls.cert_file} and {tls.key_file}: "
@@ -239,6 +254,23 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     return context
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load, but a key written twice in one mapping is an error (the toolkit's
+    UnmarshalStrict refuses it too): last one wins would let a second, empty
+    basic_auth_users turn auth off."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # what a merge brings may be overridden
+                continue
+            key = self.construct_object(key_node)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, "a key is written twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 @dataclass(frozen=True)
 class LoadedWebConfig:
     """A web config and the TLS context built from it, swapped as one so that no reader sees a mix."""
@@ -250,13 +282,16 @@ class LoadedWebConfig:
 def load_web_config(path: str | Path) -> LoadedWebConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(read_small_text(path, MAX_WEB_CONFIG_BYTES))
+        data = yaml.load(read_small_text(path, MAX_WEB_CONFIG_BYTES), Loader=_Loader)  # a SafeLoader
     except OSError as exc:
         raise WebConfigError(f"{path}: cannot read the web config file: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise WebConfigError(f"{path}: not valid YAML{where}") from None
+        twice = ": a key is written twice" if getattr(exc, "problem", None) == "a key is written twice" else ""
+        raise WebConfigError(f"{path}: not valid YAML{where}{twice}") from None
+    except (RecursionError, ValueError):  # nested too deeply; a number of 4300 digits, a 30 February
+        raise WebConfigError(f"{path}: not valid YAML: nested too deeply, or a value that cannot be read") from None
     if data is None:
         # An empty file is what an editor leaves for a moment while it rewrites one: it never
         # means "no TLS, no auth". A file that really wants nothing says {}.
