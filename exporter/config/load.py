@@ -8,15 +8,13 @@ may be printed as it is.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
-import yaml
-
 from ..dialect import code
 from ..files import UnreadableFile, read_small_text
+from ..strict_yaml import UnreadableYaml, load_yaml
 from .connections import read_connection
 from .model import MIN_LOGIN_BACKOFF, Config, ConfigError, RetryPolicy
 from .reader import Reader, Yaml, amount, default, type_name
@@ -113,46 +111,6 @@ def parse_config(
     )
 
 
-# YAML 1.1 reads 01001 as octal (513) and 1:30 as base 60 (90): an account id or an amount
-# written so would silently mean another account or another amount, so neither is accepted.
-_SURPRISING_INTEGER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
-
-
-class _Loader(yaml.SafeLoader):
-    """yaml.safe_load, but an integer in octal or base-60 notation, or a key written twice in
-    one mapping, is an error."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
-        # Last one wins, in PyYAML: a second `1001:` dropped the first one's floor without a word.
-        # Keys that a merge (<<) brings in may still be overridden.
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{key} is written twice in one mapping", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        text = self.construct_scalar(node)
-        if isinstance(text, str) and _SURPRISING_INTEGER.fullmatch(text):
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"{text} is {super().construct_yaml_int(node)} in YAML 1.1 (octal or base 60): "
-                "write the number in decimal without a leading zero, or quote it",
-                node.start_mark,
-            )
-        return super().construct_yaml_int(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-
-
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
     try:
@@ -160,20 +118,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except UnreadableFile as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.reason}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: no Python objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        if "'\\t'" in problem:
-            problem += " (YAML indents with spaces, not tabs)"
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
-    except ValueError:  # never its message: it may quote a value
-        raise ConfigError(
-            f"{path}: not valid YAML: a scalar cannot be read as a value "
-            "(a number of more than 4300 digits, a date that does not exist): quote it"
-        ) from None
+        data = load_yaml(text)
+    except UnreadableYaml as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     # Relative *_file paths resolve against the config file's directory, like Prometheus.
     return parse_config(data, str(path), environ, base_dir=path.parent)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..files import MAX_CA_FILE_BYTES, read_pem_bundle, read_small_file, read_small_text
+from ..strict_yaml import UnreadableYaml, load_yaml
 
 CLIENT_AUTH_TYPES = {
     "NoClientCert": ssl.CERT_NONE,
@@ -254,23 +253,6 @@ def build_ssl_context(tls: TLSConfig, source: str) -> ssl.SSLContext:
     return context
 
 
-class _Loader(yaml.SafeLoader):
-    """yaml.safe_load, but a key written twice in one mapping is an error (the toolkit's
-    UnmarshalStrict refuses it too): last one wins would let a second, empty
-    basic_auth_users turn auth off."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # what a merge brings may be overridden
-                continue
-            key = self.construct_object(key_node)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, "a key is written twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 @dataclass(frozen=True)
 class LoadedWebConfig:
     """A web config and the TLS context built from it, swapped as one so that no reader sees a mix."""
@@ -282,16 +264,13 @@ class LoadedWebConfig:
 def load_web_config(path: str | Path) -> LoadedWebConfig:
     path = Path(path)
     try:
-        data = yaml.load(read_small_text(path, MAX_WEB_CONFIG_BYTES), Loader=_Loader)  # a SafeLoader
+        data = load_yaml(read_small_text(path, MAX_WEB_CONFIG_BYTES))
     except OSError as exc:
         raise WebConfigError(f"{path}: cannot read the web config file: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        twice = ": a key is written twice" if getattr(exc, "problem", None) == "a key is written twice" else ""
-        raise WebConfigError(f"{path}: not valid YAML{where}{twice}") from None
-    except (RecursionError, ValueError):  # nested too deeply; a number of 4300 digits, a 30 February
-        raise WebConfigError(f"{path}: not valid YAML: nested too deeply, or a value that cannot be read") from None
+    except UnicodeDecodeError:
+        raise WebConfigError(f"{path}: not valid YAML: not UTF-8") from None
+    except UnreadableYaml as exc:
+        raise WebConfigError(f"{path}: {exc}") from None
     if data is None:
         # An empty file is what an editor leaves for a moment while it rewrites one: it never
         # means "no TLS, no auth". A file that really wants nothing says {}.

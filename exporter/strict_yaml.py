@@ -1,0 +1,76 @@
+"""YAML as this program reads its files (config.yaml and the web config): strictly.
+
+PyYAML's safe loader keeps the last of a key written twice and reads YAML 1.1's octal and
+base-60 integers; either can silently change what a file means (a second `1001:` dropped the
+first one's floor, a second empty `basic_auth_users` turned auth off). Both are errors here,
+and every way the parser can fail is one error type with the line and the problem, never a
+value from the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable
+
+import yaml
+
+# YAML 1.1 reads 01001 as octal (513) and 1:30 as base 60 (90): an account id or an amount
+# written so would silently mean another account or another amount, so neither is accepted.
+_SURPRISING_INTEGER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
+
+
+class UnreadableYaml(ValueError):
+    """Text that is not YAML this program reads: where and why, without quoting a value."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key written twice in one mapping, or an integer in octal or
+    base-60 notation, is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # keys a merge (<<) brings may be overridden
+                continue
+            key = self.construct_object(key_node)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{str(key)[:60]} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = self.construct_scalar(node)
+        if isinstance(text, str) and _SURPRISING_INTEGER.fullmatch(text):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{text} is {super().construct_yaml_int(node)} in YAML 1.1 (octal or base 60): "
+                "write the number in decimal without a leading zero, or quote it",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def load_yaml(text: str) -> object:
+    """The document in `text` (plain data: no Python objects), or UnreadableYaml."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "'\\t'" in problem:
+            problem += " (YAML indents with spaces, not tabs)"
+        raise UnreadableYaml(f"not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise UnreadableYaml("not valid YAML: nested too deeply") from None
+    except ValueError:  # never its message: it may quote a value
+        raise UnreadableYaml(
+            "not valid YAML: a scalar cannot be read as a value "
+            "(a number of more than 4300 digits, a date that does not exist): quote it"
+        ) from None
