@@ -9,7 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-from .load import CLIENT_AUTH_TYPES, TLS_VERSIONS, LoadedWebConfig, WebConfig, WebConfigError, load_web_config
+from .load import LoadedWebConfig, load_web_config
+from .model import WebConfig, WebConfigError
+from .tls import CLIENT_AUTH_TYPES, TLS_VERSIONS
 
 log = logging.getLogger("exporter.webconfig")
 
