@@ -475,11 +475,19 @@ def test_a_login_pause_and_logins_stopped_survive_a_restart(tmp_path, clock):
 def test_an_untrustworthy_state_file_pauses_logins(tmp_path, clock, content):
     (tmp_path / "test.state.json").write_bytes(content)
     with Simulator([account(1)], clock=clock) as simulator:
-        client = _restartable(simulator, clock, tmp_path)
+        client = _restartable(simulator, clock, tmp_path, password=Secret("wrong"))
         with pytest.raises(Exception, match="logins paused"):
             client.fetch_balances()
-        client.close()
         assert simulator.logins_failed == 0 and simulator.logins_succeeded == 0
+        # How many refusals came before is unknown: after the pause, one refusal stops logins
+        # (a count lost with the file must not buy max_login_refusals more towards the lock).
+        clock.advance(901)
+        with pytest.raises(Exception, match="no more logins until the exporter is restarted"):
+            client.fetch_balances()
+        with pytest.raises(Exception, match="logins stopped after 3 refused logins"):
+            client.fetch_balances()
+        client.close()
+        assert simulator.logins_failed == 1
 
 
 def test_a_clock_set_back_during_the_wait_for_a_fresh_step_does_not_reuse_the_step():

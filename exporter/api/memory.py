@@ -42,10 +42,12 @@ class LoginState:
 class LoginMemory:
     """The login state of one connection, kept in a file when there is a place for it."""
 
-    def __init__(self, state: LoginState, path: Path | None) -> None:
+    def __init__(self, state: LoginState, path: Path | None, *, refusals_known: bool = True) -> None:
         self._state = state
         self._path = path
         self._write_failed = False
+        # False when the file could not be trusted: how many refusals came in a row is unknown.
+        self.refusals_known = refusals_known
 
     @classmethod
     def open(cls, directory: Path | None, connection: str, now: float, login_backoff: float) -> LoginMemory:
@@ -62,10 +64,12 @@ class LoginMemory:
             state = _read(path)
         except StateFileError as exc:
             log.error(
-                "the login state file cannot be trusted: logins pause for login_backoff, as after a refusal",
+                "the login state file cannot be trusted: logins pause for login_backoff, as after a refusal, "
+                "and the next refusal stops them",
                 extra={"connection": connection, "error": str(exc)},
             )
-            return cls(LoginState(last_code_step=unknown_step, logins_paused_until=now + login_backoff), path)
+            state = LoginState(last_code_step=unknown_step, logins_paused_until=now + login_backoff)
+            return cls(state, path, refusals_known=False)
         log.info(
             "login state restored",
             extra={"connection": connection, "state_file": str(path), "refusals_in_a_row": state.refusals_in_a_row},

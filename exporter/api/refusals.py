@@ -23,7 +23,10 @@ class LoginGate:
         self._max_login_refusals = max_login_refusals
         self._clock = clock
         self._paused_until = memory.state.logins_paused_until
-        self._refusals_in_a_row = memory.state.refusals_in_a_row
+        # Unknown (a state file that could not be trusted): the worst short of stopping, so
+        # that a lost count never buys more refusals towards the lock than max_login_refusals.
+        known = memory.state.refusals_in_a_row
+        self._refusals_in_a_row = known if memory.refusals_known else max(known, max_login_refusals - 1)
 
     @property
     def paused_until(self) -> float | None:
