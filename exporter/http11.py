@@ -146,7 +146,7 @@ def read_request(reader: Reader, limits: ServerLimits, client: str, deadline: fl
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1")
     headers: dict[str, str] = {}
-    count = 0
+    count = hosts = 0
     while True:
         line = reader.read_line(deadline, max(budget, 1))
         budget -= len(line)
@@ -163,8 +163,12 @@ def read_request(reader: Reader, limits: ServerLimits, client: str, deadline: fl
         if not colon or not _is_token(name) or _CONTROL.search(value):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed header line")
         key = name.decode("ascii").lower()
+        hosts += key == "host"
         text = value.strip(b" \t").decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    # RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before; a proxy in front routes by it.
+    if hosts > 1 or (hosts == 0 and version == "HTTP/1.1"):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request needs exactly one Host header")
     request = Request(method, target, version, headers, client)
     return request, _skip_body(reader, limits, headers, deadline)
 

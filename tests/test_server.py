@@ -292,16 +292,21 @@ def test_http_1_0_gets_a_close(server):
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400),  # a TLS hello on the plain port
         (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
         (b"GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n", 400),  # space before the colon
-        (b"GET /metrics HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),  # obsolete line folding
-        (b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
-        (b"GET /metrics HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n", 400),  # obsolete line folding
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
         # A bare CR ends the line for some proxies: the Content-Length behind it would frame a body they forward.
-        (b"GET /metrics HTTP/1.1\r\nX-A: 1\rContent-Length: 5\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: 1\rContent-Length: 5\r\n\r\n", 400),
         (b"GET /metrics HTTP/1.1\r\r\n\r\n", 400),
-        (b"GET /metrics HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
         (b"GET /met\x00rics HTTP/1.1\r\n\r\n", 400),
-        (b"GET /metrics HTTP/1.1\r\nContent-Length: \xb9\r\n\r\n", 400),  # '\xb9' is a digit to str.isdigit()
+        # '\xb9' is a digit to str.isdigit()
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: \xb9\r\n\r\n", 400),
+        # RFC 9112 3.2: an HTTP/1.1 request has exactly one Host (a proxy in front would route by it).
+        (b"GET /metrics HTTP/1.1\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n", 400),
     ],
 )
 def test_garbage_gets_an_error_and_a_close(server, request_bytes, code):
