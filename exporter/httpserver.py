@@ -48,6 +48,9 @@ _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause of accept() while out of descriptors
 _STOP_CHECK_SECONDS = 0.2  # how often the accept loop looks at the stop flag
 _SEND_CHUNK = 256 * 1024
+# After an answer that closes the connection: how long what the client still sends is read and
+# dropped (nginx lingers up to 30 s; a connection slot is held meanwhile).
+_LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ class HTTPServer:
                 response, keep_alive = self._answer(reader, connection, deadline)
                 self._send(sock, response, keep_alive)
                 if not keep_alive:
+                    _linger(sock)
                     break
                 self._slots.set_idle(connection, True)
                 first_byte_by = time.monotonic() + self._limits.idle_timeout
@@ -238,6 +242,23 @@ class HTTPServer:
         else:
             for part in (head, *response.body):
                 _send_all(sock, part, deadline)
+
+
+def _linger(sock: socket.socket) -> None:
+    """Half-closes, then reads and drops what the client still sends, for _LINGER_SECONDS at most.
+
+    A close with unread bytes (an answer given before the request was read: 400, 431, a
+    body not read) sends a reset, and a client still sending would never see the answer.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + _LINGER_SECONDS
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            if not sock.recv(_SEND_CHUNK):
+                return
+    except OSError:  # a reset, the deadline: the answer went out, nothing more to do
+        return
 
 
 def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:

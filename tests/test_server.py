@@ -506,3 +506,15 @@ def test_a_body_of_exactly_the_discard_limit_is_read_and_one_byte_more_closes(ex
             assert status == 200 and headers["connection"] == ("keep-alive" if kept else "close")
     finally:
         server.stop()
+
+
+def test_an_error_answered_before_the_request_was_read_reaches_the_client(server):
+    # Headers far over the limit, more than the socket buffers hold: the server answers 431
+    # with most of them unread. Closing then would send a reset, and the client, still
+    # sending, would never see the 431; the server half-closes and drains for a moment instead.
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000_000 + b"\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(request)
+        status, headers, _ = read_response(sock)
+        assert (status, headers["connection"]) == (431, "close")
+        assert closed_by_server(sock)
