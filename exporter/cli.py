@@ -28,7 +28,7 @@ from .config import (
 from .flags import PROGRAM, parser, server_limits
 from .fleet import ClientFactory, Fleet
 from .http11 import ServerLimits
-from .logs import setup_logging
+from .logs import escaped, setup_logging
 from .metrics import Exposition
 from .reload import Reloader
 from .web import ListenAddressError, WebContext, WebServer, parse_listen_address
@@ -89,7 +89,7 @@ def _memory_opener(storage: Path | None, *, demo: bool) -> MemoryOpener:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    print(f"{PROGRAM}: error: {escaped(message)}", file=sys.stderr)
     return code
 
 

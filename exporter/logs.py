@@ -30,11 +30,25 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+_LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
+
+
+def escaped(text: str) -> str:
+    """`text` with every character that is not printable written as an escape (\\x00, \\x1b, \\u2028).
+
+    A value may come from a file or from the API: a CR, an ANSI escape or a NUL must not forge
+    a log line, recolour a terminal or cut a line short where it is shown.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def _logfmt_value(value: object) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    if text and text.isprintable() and not any(c in text for c in ' ="\\'):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    return '"' + escaped("".join(_LOGFMT_ESCAPES.get(c, c) for c in text)) + '"'
 
 
 class LogfmtFormatter(logging.Formatter):

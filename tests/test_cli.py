@@ -105,6 +105,10 @@ def test_config_check_on_the_shipped_config():
             "poll_interval: often\nconnections: [{name: x, username: u, password: p, totp_secret: JBSWY3DP}]",
             "poll_interval: expected a duration",
         ),
+        (  # a NUL, an ANSI escape and a CR in a value reach the terminal as escapes, never raw
+            'connections: [{name: x, username: u, password_file: "/pw\\0\\e[31m\\r", totp_secret: JBSWY3DP}]',
+            "connections[0].password_file: cannot read /pw\\x00\\x1b[31m\\r",
+        ),
     ],
 )
 def test_config_errors_are_one_clear_line_and_exit_2(tmp_path, config, says):
@@ -114,6 +118,7 @@ def test_config_errors_are_one_clear_line_and_exit_2(tmp_path, config, says):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"ibanera-exporter: error: {path}: {says}"), lines
+    assert lines[0].isprintable(), lines
     assert "Traceback" not in result.stderr
     for secret in SECRETS:
         assert secret not in result.stderr + result.stdout

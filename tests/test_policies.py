@@ -454,3 +454,12 @@ def test_a_day_is_still_a_valid_duration(tmp_path):
     path.write_text(f"poll_interval: 24h\nlogin_backoff: 1d\nretry: {{max_backoff: 86400}}\n{MINIMAL_CONNECTIONS}")
     config = load_config(path)
     assert config.poll_interval == config.login_backoff == config.retry.max_backoff == 86400
+
+
+def test_a_log_value_never_carries_a_control_character_raw():
+    # A CR would let a value forge a log line where CR ends one; an ANSI escape recolours a terminal.
+    record = logging.LogRecord("exporter", logging.WARNING, __file__, 1, "poll failed", None, None)
+    record.error = 'refused\r\nlevel=info msg="all good"\x1b[32m\x00\u2028'
+    line = LogfmtFormatter().format(record)
+    assert line.isprintable(), line
+    assert 'error="refused\\r\\nlevel=info msg=\\"all good\\"\\x1b[32m\\x00\\u2028"' in line
