@@ -362,3 +362,10 @@ def test_paging_metadata_that_cannot_be_read_rejects_the_poll_rather_than_cuttin
     poller.poll_once()
     status = poller.status().accounts
     assert status.snapshot is None and says in status.last_error
+
+
+@pytest.mark.parametrize("amount", [-1, "-0.01", "-1e3"])
+def test_a_negative_threshold_is_a_config_error(amount):
+    # No overdraft on Ibanera accounts or cards: a negative floor never alerts.
+    with pytest.raises(ConfigError, match=r"thresholds.low_available_balance.USD: must be zero or more"):
+        _thresholds({"USD": amount})

@@ -8,7 +8,7 @@ from typing import Literal
 from ..files import UnreadableFile, read_pem_bundle
 from ..totp import SecretDecodeError, decode_secret
 from .model import DEFAULT_BASE_URL, TOTP_SECRET_ENCODINGS, AccountConfig, CaBundle, ConnectionConfig
-from .reader import Reader, Yaml, amount, default, type_name
+from .reader import Reader, Yaml, default, floor, type_name
 
 _CONNECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # matched whole: `$` lets a final line break pass
 _BASE_URL = re.compile(r"https?://[^/\s]+(/\S*)?", re.ASCII)
@@ -138,12 +138,7 @@ def _read_account(reader: Reader, entry: object, key: str) -> AccountConfig:
         # resolve a firing alert: refused rather than quietly trimmed.
         if name != name.strip():
             raise reader.error(f"{key}.name", f"must not start or end with a space, got {name!r}")
-    floor = None
+    low = None
     if "low_available_balance" in entry:
-        floor = amount(reader, entry["low_available_balance"], f"{key}.low_available_balance")
-        # Ibanera accounts have no overdraft: a negative floor is a typo that would never alert.
-        if floor < 0:
-            raise reader.error(
-                f"{key}.low_available_balance", f"must be zero or more, got {entry['low_available_balance']!r}"
-            )
-    return AccountConfig(name=name, low_available_balance=floor)
+        low = floor(reader, entry["low_available_balance"], f"{key}.low_available_balance")
+    return AccountConfig(name=name, low_available_balance=low)

@@ -17,7 +17,7 @@ from ..files import UnreadableFile, read_small_text
 from ..strict_yaml import UnreadableYaml, load_yaml
 from .connections import read_connection
 from .model import MIN_LOGIN_BACKOFF, Config, ConfigError, RetryPolicy
-from .reader import Reader, Yaml, amount, default, type_name
+from .reader import Reader, Yaml, default, floor, type_name
 from .units import parse_duration, parse_size
 
 # Far more than any real config (a thousand accounts with names is about 60 kB).
@@ -49,7 +49,7 @@ def _read_thresholds(reader: Reader, data: Yaml, name: str) -> dict[str, Decimal
         if code(asset) in spelled:
             raise reader.error(key, f"the same code as {spelled[code(asset)]} (codes are case-insensitive)")
         spelled[code(asset)] = asset
-        result[code(asset)] = amount(reader, value, key)
+        result[code(asset)] = floor(reader, value, key)
     return result
 
 

@@ -147,3 +147,14 @@ def amount(reader: Reader, value: object, key: str) -> Decimal:
     if isinstance(exponent, int) and -exponent > MAX_AMOUNT_DIGITS:
         raise reader.error(key, f"more than {MAX_AMOUNT_DIGITS} decimal places, got {value!r}")
     return amount
+
+
+def floor(reader: Reader, value: object, key: str) -> Decimal:
+    """A low-balance floor: an amount of zero or more.
+
+    Ibanera accounts and cards have no overdraft: a negative floor is a typo that would never alert.
+    """
+    result = amount(reader, value, key)
+    if result < 0:
+        raise reader.error(key, f"must be zero or more, got {str(value)[:60]!r}")
+    return result
