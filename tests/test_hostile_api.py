@@ -43,22 +43,25 @@ BALANCES = "/api/v1/customer/accounts/balances"
 
 
 def scripted_poller(
-    server: ScriptedServer,
+    server: ScriptedServer | str,
     *,
     request_timeout: float = 5.0,
     retry: RetryPolicy = FAST_RETRY,
     max_response_size: int = 16 * 1024 * 1024,
+    clock: FakeClock | None = None,
+    password: str = "p",
 ) -> Poller:
+    """A poller of a scripted server (or of any base URL), on a fake clock."""
     connection = ConnectionConfig(
         name="hostile",
-        base_url=server.url,
+        base_url=server if isinstance(server, str) else server.url,
         username=Secret("u"),
-        password=Secret("p"),
+        password=Secret(password),
         totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
     )
     config = Config((connection,), request_timeout=request_timeout, retry=retry, max_response_size=max_response_size)
     # The waits for a fresh code step pass on a fake clock; the request deadline is real time.
-    clock = FakeClock()
+    clock = clock or FakeClock()
     client = IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
     return Poller(client, 60, threading.Event())
 

@@ -15,14 +15,13 @@ from email.utils import formatdate
 import httpcore
 import pytest
 from conftest import FAST_RETRY, FakeClock, account
-from scripted import Received, ScriptedServer, drip, good_login, one_account, reply
+from scripted import Received, drip, good_login, one_account, reply
 from test_hostile_api import BALANCES, _wait_for, script, scripted_poller
 
 from exporter.api.client import IbaneraClient
 from exporter.api.deadline import MAX_HUNG_LOOKUPS
 from exporter.api.memory import LoginMemory
 from exporter.config import Config, ConnectionConfig, RetryPolicy, Secret
-from exporter.poller import Poller
 from exporter.simulator import Simulator
 from exporter.totp import decode_secret, totp_at
 
@@ -162,19 +161,6 @@ def test_a_fifo_in_place_of_the_state_file_does_not_hang_the_start(tmp_path):
 # -- the clock offset: only from replies that are the server's own, fresh answer ----------------------
 
 
-def _clocked(server: ScriptedServer, clock: FakeClock) -> Poller:
-    connection = ConnectionConfig(
-        name="hostile",
-        base_url=server.url,
-        username=Secret("u"),
-        password=Secret("p"),
-        totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
-    )
-    config = Config((connection,), request_timeout=5.0, retry=RetryPolicy(1, 0.01, 0.01))
-    client = IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep)
-    return Poller(client, 60, threading.Event())
-
-
 def test_a_cached_front_page_does_not_set_the_clock_of_the_first_login(serve):
     clock = FakeClock()
     login_codes: list[str] = []
@@ -188,7 +174,7 @@ def test_a_cached_front_page_does_not_set_the_clock_of_the_first_login(serve):
         else:
             reply(sock, 200, one_account(), date=clock())
 
-    poller = _clocked(serve(serve_script), clock)
+    poller = scripted_poller(serve(serve_script), clock=clock, retry=RetryPolicy(1, 0.01, 0.01))
     poller.poll_once()
     key = decode_secret("GEZDGNBVGY3TQOJQ", "base32")
     assert login_codes and login_codes[0] != totp_at(key, clock() - 1800)
@@ -207,7 +193,7 @@ def test_a_200_that_is_not_the_api_envelope_does_not_set_the_clock(serve):
         else:  # a maintenance page served with 200, its Date 40 minutes off
             reply(sock, 200, b"<html>maintenance</html>", {"Content-Type": "text/html"}, date=clock() - 2400)
 
-    poller = _clocked(serve(serve_script), clock)
+    poller = scripted_poller(serve(serve_script), clock=clock, retry=RetryPolicy(1, 0.01, 0.01))
     for _ in range(3):
         poller.poll_once()
     assert poller.status().accounts.failures["malformed"] == 3
@@ -261,44 +247,12 @@ def test_a_reply_that_echoes_a_secret_does_not_print_it(serve, echo, caplog):
         else:
             reply(sock, 404, b"{}")
 
-    server = serve(serve_script)
-    connection = ConnectionConfig(
-        name="hostile",
-        base_url=server.url,
-        username=Secret("u"),
-        password=Secret(PASSWORD),
-        totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
-    )
-    clock = FakeClock()
-    config = Config((connection,), request_timeout=5.0, retry=RetryPolicy(1, 0.01, 0.01))
-    poller = Poller(
-        IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep),
-        60,
-        threading.Event(),
-    )
+    poller = scripted_poller(serve(serve_script), password=PASSWORD, retry=RetryPolicy(1, 0.01, 0.01))
     with caplog.at_level("DEBUG"):
         poller.poll_once()
     shown = _exporter_logs(caplog) + (poller.status().accounts.last_error or "")
     assert sent and PASSWORD not in shown and sent[0]["otp"] not in shown
     assert not poller.status().accounts.up
-
-
-def _poller_for(base_url: str, request_timeout: float) -> Poller:
-    """A poller of a host by name, two attempts per request, on a fake clock."""
-    connection = ConnectionConfig(
-        name="named",
-        base_url=base_url,
-        username=Secret("u"),
-        password=Secret("p"),
-        totp_secret=Secret("GEZDGNBVGY3TQOJQ"),
-    )
-    config = Config((connection,), request_timeout=request_timeout, retry=RetryPolicy(2, 0.01, 0.01))
-    clock = FakeClock()
-    return Poller(
-        IbaneraClient(connection, config, memory=LoginMemory.first_contact(), clock=clock, sleep=clock.sleep),
-        60,
-        threading.Event(),
-    )
 
 
 # -- a proxy from the environment is used, under the same total deadline -----------------------------
@@ -321,7 +275,7 @@ def test_an_https_proxy_from_the_environment_is_used_and_bounded_by_the_request_
     for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", server.url)
-    poller = _poller_for("http://ibanera.invalid", request_timeout=0.5)
+    poller = scripted_poller("http://ibanera.invalid", request_timeout=0.5, retry=RetryPolicy(2, 0.01, 0.01))
     poller.poll_once()
     status = poller.status()
     assert any(r.path.startswith("http://ibanera.invalid/api/v1/public/auth/login") for r in server.received)
@@ -344,7 +298,7 @@ def test_a_hung_dns_lookup_ends_at_the_request_timeout_and_holds_few_threads(mon
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    poller = _poller_for("http://api.hangs.invalid", request_timeout=0.3)
+    poller = scripted_poller("http://api.hangs.invalid", request_timeout=0.3, retry=RetryPolicy(2, 0.01, 0.01))
     threads_before = threading.active_count()
     try:
         for _ in range(5):
