@@ -1,4 +1,5 @@
-"""HTTP/1.1 messages on the wire: a request's line, headers and body framing, and a response's head.
+"""HTTP/1.1 messages on the wire: a request's line, headers and body framing, a response's head,
+writing by a deadline and the staged close.
 
 The rules of RFC 9112 that keep a request from being misread (no folded lines, no space before
 a colon, no bare CR, one framing of the body, a body never parsed as the next request) and the
@@ -24,6 +25,10 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPT
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _RECV_CHUNK = 16 * 1024  # with max_header_bytes, what one connection's read buffer can hold
+SEND_CHUNK = 256 * 1024
+# After an answer that closes the connection: how long what the client still sends is read and
+# dropped (nginx lingers up to 30 s; a connection slot is held meanwhile).
+_LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -213,3 +218,32 @@ def keeps_alive(request: Request) -> bool:
 
 def _tokens(header: str) -> set[str]:
     return {part.strip().lower() for part in header.split(",")}
+
+
+def linger(sock: socket.socket) -> None:
+    """Half-closes, then reads and drops what the client still sends, for _LINGER_SECONDS at most.
+
+    RFC 9112 9.6's staged close: a close with unread bytes (an answer given before the request was read: 400, 431, a
+    body not read) sends a reset, and a client still sending would never see the answer.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + _LINGER_SECONDS
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            if not sock.recv(SEND_CHUNK):
+                return
+    except OSError:  # a reset, the deadline: the answer went out, nothing more to do
+        return
+
+
+def send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
+    """All of `data`, in pieces of SEND_CHUNK, or Closed when the deadline passes first."""
+    view = memoryview(data)
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Closed("write deadline passed")
+        sock.settimeout(remaining)
+        sent = sock.send(view[:SEND_CHUNK])
+        view = view[sent:]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from .http11 import (
+    SEND_CHUNK,
     BadRequest,
     Closed,
     Reader,
@@ -36,8 +37,10 @@ from .http11 import (
     Response,
     ServerLimits,
     keeps_alive,
+    linger,
     read_request,
     response_head,
+    send_all,
 )
 from .slots import Connection, Slots
 
@@ -47,10 +50,6 @@ _ACCEPT_RETRY_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAG
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause of accept() while out of descriptors
 _STOP_CHECK_SECONDS = 0.2  # how often the accept loop looks at the stop flag
-_SEND_CHUNK = 256 * 1024
-# After an answer that closes the connection: how long what the client still sends is read and
-# dropped (nginx lingers up to 30 s; a connection slot is held meanwhile).
-_LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ class HTTPServer:
                 response, keep_alive = self._answer(reader, connection, deadline)
                 self._send(sock, response, keep_alive)
                 if not keep_alive:
-                    _linger(sock)
+                    linger(sock)
                     break
                 self._slots.set_idle(connection, True)
                 first_byte_by = time.monotonic() + self._limits.idle_timeout
@@ -237,36 +236,8 @@ class HTTPServer:
     def _send(self, sock: socket.socket, response: Response, keep_alive: bool) -> None:
         head = response_head(response, keep_alive, self._server_header)
         deadline = time.monotonic() + self._limits.write_timeout
-        if response.length < _SEND_CHUNK:  # one write: with TCP_NODELAY, several small ones would be several packets
-            _send_all(sock, b"".join((head, *response.body)), deadline)
+        if response.length < SEND_CHUNK:  # one write: with TCP_NODELAY, several small ones would be several packets
+            send_all(sock, b"".join((head, *response.body)), deadline)
         else:
             for part in (head, *response.body):
-                _send_all(sock, part, deadline)
-
-
-def _linger(sock: socket.socket) -> None:
-    """Half-closes, then reads and drops what the client still sends, for _LINGER_SECONDS at most.
-
-    A close with unread bytes (an answer given before the request was read: 400, 431, a
-    body not read) sends a reset, and a client still sending would never see the answer.
-    """
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + _LINGER_SECONDS
-        while (remaining := deadline - time.monotonic()) > 0:
-            sock.settimeout(remaining)
-            if not sock.recv(_SEND_CHUNK):
-                return
-    except OSError:  # a reset, the deadline: the answer went out, nothing more to do
-        return
-
-
-def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
-    view = memoryview(data)
-    while view:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise Closed("write deadline passed")
-        sock.settimeout(remaining)
-        sent = sock.send(view[:_SEND_CHUNK])
-        view = view[sent:]
+                send_all(sock, part, deadline)
