@@ -69,6 +69,28 @@ def _peer_sans_allowed(tls_socket: ssl.SSLSocket, allowed: tuple[str, ...]) -> b
     return not names.isdisjoint(allowed)
 
 
+def _handshake(connection: Connection, tls: TLSSettings, deadline: float) -> ssl.SSLSocket:
+    # In the connection's own thread, within the header deadline: a client that never
+    # finishes its handshake holds one connection slot for that long, and nothing else.
+    remaining = deadline - time.monotonic()
+    connection.sock.settimeout(max(remaining, 0.001))
+    try:
+        # wrap_socket detaches the plain socket: the TLS one is the connection's socket from
+        # here on, before the handshake, so that closing it to make room wakes the handshake.
+        tls_socket = tls.context.wrap_socket(connection.sock, server_side=True, do_handshake_on_connect=False)
+        connection.sock = tls_socket
+        if connection.closing:  # chosen to make room while the plain socket was being detached
+            raise Closed("closed to make room")
+        tls_socket.do_handshake()
+    except (OSError, ssl.SSLError) as exc:
+        raise Closed(f"tls handshake failed: {exc}") from None
+    if tls.allowed_sans and not _peer_sans_allowed(tls_socket, tls.allowed_sans):
+        log.warning("client certificate refused: none of client_allowed_sans", extra={"client": connection.client})
+        tls_socket.close()
+        raise Closed("client certificate not in client_allowed_sans")
+    return tls_socket
+
+
 DEFAULT_LIMITS = ServerLimits()
 
 
@@ -164,7 +186,7 @@ class HTTPServer:
             deadline = time.monotonic() + self._limits.read_header_timeout
             tls = self._tls()
             if tls is not None:
-                sock = self._handshake(connection, tls, deadline)
+                sock = _handshake(connection, tls, deadline)
             reader = Reader(sock)
             first_byte_by = deadline
             while True:
@@ -191,27 +213,6 @@ class HTTPServer:
         finally:
             self._slots.forget(connection)
             connection.sock.close()
-
-    def _handshake(self, connection: Connection, tls: TLSSettings, deadline: float) -> ssl.SSLSocket:
-        # In the connection's own thread, within the header deadline: a client that never
-        # finishes its handshake holds one connection slot for that long, and nothing else.
-        remaining = deadline - time.monotonic()
-        connection.sock.settimeout(max(remaining, 0.001))
-        try:
-            # wrap_socket detaches the plain socket: the TLS one is the connection's socket from
-            # here on, before the handshake, so that closing it to make room wakes the handshake.
-            tls_socket = tls.context.wrap_socket(connection.sock, server_side=True, do_handshake_on_connect=False)
-            connection.sock = tls_socket
-            if connection.closing:  # chosen to make room while the plain socket was being detached
-                raise Closed("closed to make room")
-            tls_socket.do_handshake()
-        except (OSError, ssl.SSLError) as exc:
-            raise Closed(f"tls handshake failed: {exc}") from None
-        if tls.allowed_sans and not _peer_sans_allowed(tls_socket, tls.allowed_sans):
-            log.warning("client certificate refused: none of client_allowed_sans", extra={"client": connection.client})
-            tls_socket.close()
-            raise Closed("client certificate not in client_allowed_sans")
-        return tls_socket
 
     def _answer(self, reader: Reader, connection: Connection, deadline: float) -> tuple[Response, bool]:
         """Reads one request and runs the handler: (response, whether to keep the connection)."""
