@@ -518,3 +518,23 @@ def test_an_error_answered_before_the_request_was_read_reaches_the_client(server
         status, headers, _ = read_response(sock)
         assert (status, headers["connection"]) == (431, "close")
         assert closed_by_server(sock)
+
+
+def test_at_the_cap_a_connection_lingering_after_its_answer_makes_room(monkeypatch):
+    # Clients that read their answer and never close held their slots, busy, for the whole
+    # linger after a close: an attacker repeating HTTP/1.0 requests kept every slot out of
+    # reach of eviction, and no scraper got in. The answer has gone out: the slot may go.
+    monkeypatch.setattr(httpserver, "_LINGER_SECONDS", 3600.0)
+    server = start_server(ServerLimits(max_connections=2, read_header_timeout=60, idle_timeout=60))
+    try:
+        holders = [connect(server), connect(server)]
+        for sock in holders:
+            sock.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+            assert read_response(sock)[0] == 200  # and the socket stays open: the server lingers
+        newcomer = connect(server)
+        newcomer.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(newcomer)[0] == 200
+        for sock in (*holders, newcomer):
+            sock.close()
+    finally:
+        server.stop()
