@@ -493,6 +493,21 @@ def test_an_untrustworthy_state_file_pauses_logins(tmp_path, clock, content):
         assert simulator.logins_failed == 1
 
 
+def test_an_untrustworthy_state_file_is_not_made_trustworthy_by_the_login_step(tmp_path, clock):
+    # The code step of the first login is written before the login is sent: with it went the
+    # file's refusals_in_a_row, 0, though the gate took it as one short of the stop. A process
+    # killed with that login in flight left a file a restart trusted: a lost count again.
+    from exporter.api.refusals import LoginGate
+
+    (tmp_path / "test.state.json").write_bytes(b"{not json")
+    memory = LoginMemory.open(tmp_path, "test", clock(), 900.0)
+    LoginGate(memory, login_backoff=900.0, max_login_refusals=3, clock=clock)
+    memory.remember_step(int(clock() // STEP_SECONDS) + 1)  # the login's code, then kill -9
+    restarted = LoginMemory.open(tmp_path, "test", clock(), 900.0)
+    gate = LoginGate(restarted, login_backoff=900.0, max_login_refusals=3, clock=clock)
+    assert "no more logins" in gate.refused()
+
+
 def test_a_clock_set_back_during_the_wait_for_a_fresh_step_does_not_reuse_the_step():
     # NTP steps the wall clock back while a login waits for the next 30 s step: when the
     # sleep ends, the clock is still in the step already used. The login must wait again.
