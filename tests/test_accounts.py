@@ -160,6 +160,12 @@ def test_an_id_yaml_would_read_in_octal_or_base_60_is_refused(tmp_path, key, rea
     assert "line 8" in message and f"{key} is {read_as}" in message and "quote it" in message, message
 
 
+def test_an_amount_yaml_would_read_in_base_60_is_refused(tmp_path):
+    # YAML 1.1 reads 1:30.5 as 90.5 (a float in base 60): the floor would be another amount.
+    message = error_of(tmp_path, MINIMAL + "thresholds:\n  low_available_balance:\n    USD: 1:30.5\n")
+    assert "line 9" in message and "1:30.5 is 90.5" in message and "quote it" in message, message
+
+
 def test_a_quoted_id_with_a_leading_zero_is_read_in_decimal(tmp_path):
     accounts = load(tmp_path, MINIMAL + '    accounts:\n      "01001": {name: Payroll}\n').connections[0].accounts
     assert accounts == {1001: AccountConfig(name="Payroll")}
