@@ -30,9 +30,24 @@ class _StrictLoader(yaml.SafeLoader):
     base-60 notation, is an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        self._check_unique_keys(node)
+        return super().construct_mapping(node, deep)
+
+    def _check_unique_keys(self, node: yaml.MappingNode) -> None:
         seen: set[object] = set()
-        for key_node, _ in node.value:
+        merges = 0
+        for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # keys a merge (<<) brings may be overridden
+                merges += 1
+                if merges > 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "<< is written twice in one mapping: merge a list ([*a, *b])", key_node.start_mark
+                    )
+                # A mapping written in the merge itself is never constructed on its own: checked here.
+                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for mapping in merged:
+                    if isinstance(mapping, yaml.MappingNode):
+                        self._check_unique_keys(mapping)
                 continue
             key = self.construct_object(key_node)
             if isinstance(key, Hashable) and key in seen:
@@ -40,7 +55,6 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"{str(key)[:60]} is written twice in one mapping", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         text = self.construct_scalar(node)

@@ -182,6 +182,9 @@ def test_the_largest_api_id_is_accepted_quoted_or_not(tmp_path):
     [
         ("    accounts:\n      1001: {low_available_balance: 50000}\n      1001: {name: Payroll}\n", 9),
         ("thresholds:\n  low_available_balance:\n    USD: 1000\n    USD: 10\n", 10),
+        # A merge written twice kept the last one; a mapping written inside a merge was never checked.
+        ("thresholds:\n  low_available_balance:\n    <<: {USD: 1000}\n    <<: {USD: 10}\n", 10),
+        ("thresholds:\n  low_available_balance:\n    <<: {USD: 1000, USD: 10}\n", 9),
         ("    password: other\n", 7),
     ],
 )
