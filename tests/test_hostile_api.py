@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import resource
+import socket
 import threading
 import time
 import zlib
@@ -316,6 +317,25 @@ def test_a_401_dated_2100_does_not_move_the_codes_of_the_next_login(serve):
     assert login_codes[1] in near_now and login_codes[1] != totp_at(key, year_2100)
     offset = poller.status().clock_offset  # real-time Date headers against a fake clock that waited: seconds
     assert offset is None or abs(offset) < 60
+
+
+def test_a_host_that_was_down_is_probed_again_before_the_login_once_it_is_up(serve):
+    # The clock probe fails on a refused connection; the probe is not done until it got
+    # through, so the first login after the host comes back is still preceded by it.
+    hole = socket.socket()  # bound, not listening: every connection is refused
+    hole.bind(("127.0.0.1", 0))
+    poller = scripted_poller(f"http://127.0.0.1:{hole.getsockname()[1]}")
+    poller.poll_once()
+    status = poller.status()
+    assert status.accounts.failures["connection_error"] == 1 and status.client.logins == 0
+    hole.listen()
+    hole.settimeout(0.2)
+    server = serve(script(lambda request, sock: reply(sock, 200, one_account())))
+    server._listener.close()
+    server._listener = hole  # the scripted server now answers on the port that refused
+    poller.poll_once()
+    assert poller.status().accounts.up
+    assert [r.path for r in server.received][:3] == ["/", "/", "/api/v1/public/auth/login"]
 
 
 # -- 6. an unexpected reply costs one poll, not the process's resources ----------------------------
