@@ -285,6 +285,18 @@ def test_http_1_0_gets_a_close(server):
 
 
 @pytest.mark.parametrize(
+    "host_lines",
+    [b"Host: x\r\n", b"HOST: x\r\n", b"host:127.0.0.1:9100 \r\n", b"Host:\r\n", b"Host: \t\r\n"],
+)
+def test_one_host_header_however_spelled_is_enough_for_http_1_1(server, host_lines):
+    # Names are case-insensitive, and an empty Host is valid (RFC 9110 7.2): one is one.
+    with connect(server) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\n" + host_lines + b"\r\n")
+        status, headers, _ = read_response(sock)
+        assert (status, headers["connection"]) == (200, "keep-alive")
+
+
+@pytest.mark.parametrize(
     "request_bytes, code",
     [
         (b"GET /\r\n", 400),  # HTTP/0.9
