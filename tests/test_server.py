@@ -550,3 +550,26 @@ def test_at_the_cap_a_connection_lingering_after_its_answer_makes_room(monkeypat
             sock.close()
     finally:
         server.stop()
+
+
+def test_a_client_that_never_closes_is_let_go_at_the_end_of_the_linger(monkeypatch):
+    # The drain after a closing answer is bounded: a silent client that keeps its end open
+    # does not hold the connection's thread beyond the linger.
+    monkeypatch.setattr(httpserver, "_LINGER_SECONDS", 0.05)
+    server = start_server()
+
+    before = set(threading.enumerate())  # another test's lingering connections are not this one
+
+    def connection_threads() -> int:
+        return sum(t.name == "http-connection" and t not in before for t in threading.enumerate())
+
+    try:
+        with connect(server) as sock:
+            sock.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+            assert read_response(sock)[0] == 200
+            deadline = time.monotonic() + PATIENCE
+            while connection_threads() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert connection_threads() == 0  # and the client has not closed
+    finally:
+        server.stop()
