@@ -153,7 +153,7 @@ def test_an_id_added_by_a_reload_is_warned_about_without_waiting_for_a_poll(make
     assert [(r.asset_account_id, r.connection) for r in warnings] == [(4242, "c0")]
 
 
-@pytest.mark.parametrize("key, read_as", [("01001", "513"), ("1:0", "60")])
+@pytest.mark.parametrize("key, read_as", [("01001", "513"), ("01_001", "513"), ("1:0", "60")])
 def test_an_id_yaml_would_read_in_octal_or_base_60_is_refused(tmp_path, key, read_as):
     # Unquoted, YAML 1.1 reads 01001 as 513: the name and floor would go to another account.
     message = error_of(tmp_path, MINIMAL + f"    accounts:\n      {key}: {{name: Payroll}}\n")
