@@ -338,6 +338,21 @@ def test_a_host_that_was_down_is_probed_again_before_the_login_once_it_is_up(ser
     assert [r.path for r in server.received][:3] == ["/", "/", "/api/v1/public/auth/login"]
 
 
+def test_a_proxy_that_cannot_reach_the_host_fails_the_clock_probe_before_a_login(serve, monkeypatch):
+    # HTTPS_PROXY answers CONNECT with a 502: nothing of the API answers, as with a refused
+    # connection. The probe took it for an answer, and every poll tried the login (three
+    # attempts, each with a one-time code step taken) through a proxy that could not reach it.
+    proxy = serve(lambda request, sock: reply(sock, 502, b"upstream unreachable"))
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    poller = scripted_poller("https://api.unreachable.example")
+    poller.poll_once()
+    status = poller.status()
+    assert status.accounts.failures["connection_error"] == 1 and status.client.logins == 0
+    assert [r.method for r in proxy.received] == ["CONNECT"]
+
+
 # -- 6. an unexpected reply costs one poll, not the process's resources ----------------------------
 
 
