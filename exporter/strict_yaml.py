@@ -50,7 +50,9 @@ class _StrictLoader(yaml.SafeLoader):
                         self._check_unique_keys(mapping)
                 continue
             key = self.construct_object(key_node)
-            if isinstance(key, Hashable) and key in seen:
+            if not isinstance(key, Hashable):
+                continue  # a list or a mapping as a key: PyYAML refuses it, with its line
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"{str(key)[:60]} is written twice in one mapping", key_node.start_mark
                 )
