@@ -196,6 +196,7 @@ class HTTPServer:
                 response, keep_alive = self._answer(reader, connection, deadline)
                 self._send(sock, response, keep_alive)
                 if not keep_alive:
+                    self._slots.set_done(connection)
                     linger(sock)
                     break
                 self._slots.set_idle(connection, True)

@@ -49,6 +49,12 @@ class Slots:
             connection.idle = idle
             connection.since = time.monotonic()
 
+    def set_done(self, connection: Connection) -> None:
+        """Its last answer has gone out (it lingers until the client closes): the first to make room."""
+        with self._lock:
+            connection.idle = True
+            connection.since = float("-inf")
+
     def shut_down_all(self) -> None:
         with self._lock:
             for connection in self._connections.values():

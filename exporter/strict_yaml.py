@@ -17,6 +17,8 @@ import yaml
 # YAML 1.1 reads 01001 as octal (513) and 1:30 as base 60 (90): an account id or an amount
 # written so would silently mean another account or another amount, so neither is accepted.
 _SURPRISING_INTEGER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
+# And 1:30.5 as 90.5: a float in base 60.
+_SURPRISING_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*")
 
 
 class UnreadableYaml(ValueError):
@@ -24,21 +26,37 @@ class UnreadableYaml(ValueError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load, but a key written twice in one mapping, or an integer in octal or
+    """yaml.safe_load, but a key written twice in one mapping, or a number in octal or
     base-60 notation, is an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        self._check_unique_keys(node)
+        return super().construct_mapping(node, deep)
+
+    def _check_unique_keys(self, node: yaml.MappingNode) -> None:
         seen: set[object] = set()
-        for key_node, _ in node.value:
+        merges = 0
+        for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # keys a merge (<<) brings may be overridden
+                merges += 1
+                if merges > 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "<< is written twice in one mapping: merge a list ([*a, *b])", key_node.start_mark
+                    )
+                # A mapping written in the merge itself is never constructed on its own: checked here.
+                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for mapping in merged:
+                    if isinstance(mapping, yaml.MappingNode):
+                        self._check_unique_keys(mapping)
                 continue
             key = self.construct_object(key_node)
-            if isinstance(key, Hashable) and key in seen:
+            if not isinstance(key, Hashable):
+                continue  # a list or a mapping as a key: PyYAML refuses it, with its line
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"{str(key)[:60]} is written twice in one mapping", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         text = self.construct_scalar(node)
@@ -52,8 +70,21 @@ class _StrictLoader(yaml.SafeLoader):
             )
         return super().construct_yaml_int(node)
 
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        text = self.construct_scalar(node)
+        if isinstance(text, str) and _SURPRISING_FLOAT.fullmatch(text):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{text} is {super().construct_yaml_float(node):g} in YAML 1.1 (base 60): "
+                "write the number in decimal, or quote it",
+                node.start_mark,
+            )
+        return super().construct_yaml_float(node)
+
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
 
 
 def load_yaml(text: str) -> object:

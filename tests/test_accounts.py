@@ -153,11 +153,17 @@ def test_an_id_added_by_a_reload_is_warned_about_without_waiting_for_a_poll(make
     assert [(r.asset_account_id, r.connection) for r in warnings] == [(4242, "c0")]
 
 
-@pytest.mark.parametrize("key, read_as", [("01001", "513"), ("1:0", "60")])
+@pytest.mark.parametrize("key, read_as", [("01001", "513"), ("01_001", "513"), ("1:0", "60")])
 def test_an_id_yaml_would_read_in_octal_or_base_60_is_refused(tmp_path, key, read_as):
     # Unquoted, YAML 1.1 reads 01001 as 513: the name and floor would go to another account.
     message = error_of(tmp_path, MINIMAL + f"    accounts:\n      {key}: {{name: Payroll}}\n")
     assert "line 8" in message and f"{key} is {read_as}" in message and "quote it" in message, message
+
+
+def test_an_amount_yaml_would_read_in_base_60_is_refused(tmp_path):
+    # YAML 1.1 reads 1:30.5 as 90.5 (a float in base 60): the floor would be another amount.
+    message = error_of(tmp_path, MINIMAL + "thresholds:\n  low_available_balance:\n    USD: 1:30.5\n")
+    assert "line 9" in message and "1:30.5 is 90.5" in message and "quote it" in message, message
 
 
 def test_a_quoted_id_with_a_leading_zero_is_read_in_decimal(tmp_path):
@@ -176,6 +182,9 @@ def test_the_largest_api_id_is_accepted_quoted_or_not(tmp_path):
     [
         ("    accounts:\n      1001: {low_available_balance: 50000}\n      1001: {name: Payroll}\n", 9),
         ("thresholds:\n  low_available_balance:\n    USD: 1000\n    USD: 10\n", 10),
+        # A merge written twice kept the last one; a mapping written inside a merge was never checked.
+        ("thresholds:\n  low_available_balance:\n    <<: {USD: 1000}\n    <<: {USD: 10}\n", 10),
+        ("thresholds:\n  low_available_balance:\n    <<: {USD: 1000, USD: 10}\n", 9),
         ("    password: other\n", 7),
     ],
 )

@@ -294,6 +294,9 @@ def test_a_ca_file_is_read_with_the_config_and_its_contents_make_the_connection(
         ("connections: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply"),
         ("max_login_refusals: " + "9" * 5000 + "\n" + MINIMAL, "cannot be read as a value"),
         ("installed: 2026-02-30\n" + MINIMAL, "cannot be read as a value"),  # a date that does not exist
+        # A list or a mapping as a key: the check for keys written twice raised TypeError.
+        ("connections: {? [1]: x}\n", "unhashable key"),
+        ("thresholds:\n  low_available_balance: {? {USD: 1}: 5}\n" + MINIMAL, "unhashable key"),
     ],
 )
 def test_yaml_that_cannot_be_built_is_a_config_error(tmp_path, text, says):

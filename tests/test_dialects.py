@@ -369,3 +369,6 @@ def test_a_negative_threshold_is_a_config_error(amount):
     # No overdraft on Ibanera accounts or cards: a negative floor never alerts.
     with pytest.raises(ConfigError, match=r"thresholds.low_available_balance.USD: must be zero or more"):
         _thresholds({"USD": amount})
+    # Mutation: amount() for floor() on the card thresholds only passed every test.
+    with pytest.raises(ConfigError, match=r"thresholds.low_available_card_balance.USD: must be zero or more"):
+        _thresholds({}, {"USD": amount})

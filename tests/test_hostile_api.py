@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import resource
+import socket
 import threading
 import time
 import zlib
@@ -318,6 +319,40 @@ def test_a_401_dated_2100_does_not_move_the_codes_of_the_next_login(serve):
     assert offset is None or abs(offset) < 60
 
 
+def test_a_host_that_was_down_is_probed_again_before_the_login_once_it_is_up(serve):
+    # The clock probe fails on a refused connection; the probe is not done until it got
+    # through, so the first login after the host comes back is still preceded by it.
+    hole = socket.socket()  # bound, not listening: every connection is refused
+    hole.bind(("127.0.0.1", 0))
+    poller = scripted_poller(f"http://127.0.0.1:{hole.getsockname()[1]}")
+    poller.poll_once()
+    status = poller.status()
+    assert status.accounts.failures["connection_error"] == 1 and status.client.logins == 0
+    hole.listen()
+    hole.settimeout(0.2)
+    server = serve(script(lambda request, sock: reply(sock, 200, one_account())))
+    server._listener.close()
+    server._listener = hole  # the scripted server now answers on the port that refused
+    poller.poll_once()
+    assert poller.status().accounts.up
+    assert [r.path for r in server.received][:3] == ["/", "/", "/api/v1/public/auth/login"]
+
+
+def test_a_proxy_that_cannot_reach_the_host_fails_the_clock_probe_before_a_login(serve, monkeypatch):
+    # HTTPS_PROXY answers CONNECT with a 502: nothing of the API answers, as with a refused
+    # connection. The probe took it for an answer, and every poll tried the login (three
+    # attempts, each with a one-time code step taken) through a proxy that could not reach it.
+    proxy = serve(lambda request, sock: reply(sock, 502, b"upstream unreachable"))
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    poller = scripted_poller("https://api.unreachable.example")
+    poller.poll_once()
+    status = poller.status()
+    assert status.accounts.failures["connection_error"] == 1 and status.client.logins == 0
+    assert [r.method for r in proxy.received] == ["CONNECT"]
+
+
 # -- 6. an unexpected reply costs one poll, not the process's resources ----------------------------
 
 
@@ -491,6 +526,21 @@ def test_an_untrustworthy_state_file_pauses_logins(tmp_path, clock, content):
             client.fetch_balances()
         client.close()
         assert simulator.logins_failed == 1
+
+
+def test_an_untrustworthy_state_file_is_not_made_trustworthy_by_the_login_step(tmp_path, clock):
+    # The code step of the first login is written before the login is sent: with it went the
+    # file's refusals_in_a_row, 0, though the gate took it as one short of the stop. A process
+    # killed with that login in flight left a file a restart trusted: a lost count again.
+    from exporter.api.refusals import LoginGate
+
+    (tmp_path / "test.state.json").write_bytes(b"{not json")
+    memory = LoginMemory.open(tmp_path, "test", clock(), 900.0)
+    LoginGate(memory, login_backoff=900.0, max_login_refusals=3, clock=clock)
+    memory.remember_step(int(clock() // STEP_SECONDS) + 1)  # the login's code, then kill -9
+    restarted = LoginMemory.open(tmp_path, "test", clock(), 900.0)
+    gate = LoginGate(restarted, login_backoff=900.0, max_login_refusals=3, clock=clock)
+    assert "no more logins" in gate.refused()
 
 
 def test_a_clock_set_back_during_the_wait_for_a_fresh_step_does_not_reuse_the_step():

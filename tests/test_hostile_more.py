@@ -308,6 +308,7 @@ def test_a_hung_dns_lookup_ends_at_the_request_timeout_and_holds_few_threads(mon
         status = poller.status()
         assert status.polls == 5 and not status.accounts.up
         assert status.accounts.failures["timeout"] == 5, status.accounts.last_error
+        assert status.client.logins == 0  # the probe's timeout ended each poll before a login
         # Each poll's clock probe hangs in its lookup, but only MAX_HUNG_LOOKUPS lookups ever hang at once.
         assert threading.active_count() - threads_before <= MAX_HUNG_LOOKUPS
     finally:

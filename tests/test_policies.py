@@ -460,6 +460,8 @@ def test_a_log_value_never_carries_a_control_character_raw():
     # A CR would let a value forge a log line where CR ends one; an ANSI escape recolours a terminal.
     record = logging.LogRecord("exporter", logging.WARNING, __file__, 1, "poll failed", None, None)
     record.error = 'refused\r\nlevel=info msg="all good"\x1b[32m\x00\u2028'
+    record.reason = "a\rb\x1b[2J"  # nothing that asks for quotes: it must be escaped all the same
     line = LogfmtFormatter().format(record)
     assert line.isprintable(), line
+    assert 'reason="a\\rb\\x1b[2J"' in line
     assert 'error="refused\\r\\nlevel=info msg=\\"all good\\"\\x1b[32m\\x00\\u2028"' in line

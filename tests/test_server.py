@@ -24,7 +24,7 @@ import pytest
 import yaml
 from conftest import Running, account, connection_for, rested_storage
 
-from exporter import httpserver
+from exporter import http11, httpserver
 from exporter.config import Config
 from exporter.http11 import Request, Response, ServerLimits
 from exporter.httpserver import HTTPServer
@@ -285,6 +285,18 @@ def test_http_1_0_gets_a_close(server):
 
 
 @pytest.mark.parametrize(
+    "host_lines",
+    [b"Host: x\r\n", b"HOST: x\r\n", b"host:127.0.0.1:9100 \r\n", b"Host:\r\n", b"Host: \t\r\n"],
+)
+def test_one_host_header_however_spelled_is_enough_for_http_1_1(server, host_lines):
+    # Names are case-insensitive, and an empty Host is valid (RFC 9110 7.2): one is one.
+    with connect(server) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\n" + host_lines + b"\r\n")
+        status, headers, _ = read_response(sock)
+        assert (status, headers["connection"]) == (200, "keep-alive")
+
+
+@pytest.mark.parametrize(
     "request_bytes, code",
     [
         (b"GET /\r\n", 400),  # HTTP/0.9
@@ -518,3 +530,46 @@ def test_an_error_answered_before_the_request_was_read_reaches_the_client(server
         status, headers, _ = read_response(sock)
         assert (status, headers["connection"]) == (431, "close")
         assert closed_by_server(sock)
+
+
+def test_at_the_cap_a_connection_lingering_after_its_answer_makes_room(monkeypatch):
+    # Clients that read their answer and never close held their slots, busy, for the whole
+    # linger after a close: an attacker repeating HTTP/1.0 requests kept every slot out of
+    # reach of eviction, and no scraper got in. The answer has gone out: the slot may go.
+    monkeypatch.setattr(http11, "_LINGER_SECONDS", 3600.0)
+    server = start_server(ServerLimits(max_connections=2, read_header_timeout=60, idle_timeout=60))
+    try:
+        holders = [connect(server), connect(server)]
+        for sock in holders:
+            sock.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+            assert read_response(sock)[0] == 200  # and the socket stays open: the server lingers
+        newcomer = connect(server)
+        newcomer.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(newcomer)[0] == 200
+        for sock in (*holders, newcomer):
+            sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_client_that_never_closes_is_let_go_at_the_end_of_the_linger(monkeypatch):
+    # The drain after a closing answer is bounded: a silent client that keeps its end open
+    # does not hold the connection's thread beyond the linger.
+    monkeypatch.setattr(http11, "_LINGER_SECONDS", 0.05)
+    server = start_server()
+
+    before = set(threading.enumerate())  # another test's lingering connections are not this one
+
+    def connection_threads() -> int:
+        return sum(t.name == "http-connection" and t not in before for t in threading.enumerate())
+
+    try:
+        with connect(server) as sock:
+            sock.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+            assert read_response(sock)[0] == 200
+            deadline = time.monotonic() + PATIENCE
+            while connection_threads() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert connection_threads() == 0  # and the client has not closed
+    finally:
+        server.stop()

@@ -310,6 +310,7 @@ def test_a_key_written_twice_in_the_web_config_is_refused(certs):
     [
         "tls_server_config: " + "[" * 20000 + "]" * 20000 + "\n",
         "tls_server_config:\n  min_version: " + "9" * 5000 + "\n",
+        "basic_auth_users: {? [prometheus]: x}\n",  # TypeError out of the check for keys written twice
     ],
 )
 def test_web_config_yaml_that_cannot_be_built_is_refused_and_requests_are_still_answered(web, certs, caplog, text):

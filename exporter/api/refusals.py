@@ -27,6 +27,10 @@ class LoginGate:
         # that a lost count never buys more refusals towards the lock than max_login_refusals.
         known = memory.state.refusals_in_a_row
         self._refusals_in_a_row = known if memory.refusals_known else max(known, max_login_refusals - 1)
+        if not memory.refusals_known:
+            # Written at once: the login's code step, written before the login is sent, would
+            # otherwise write the file's 0 and make it one a restart trusts.
+            memory.remember_logins(self._paused_until, self._refusals_in_a_row)
 
     @property
     def paused_until(self) -> float | None:

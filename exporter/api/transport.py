@@ -175,8 +175,9 @@ class Transport:
         """GET / without credentials: the Date header of whatever answers, or None.
 
         Raises ConnectionFailed when nothing answers at all (a name that does not resolve, a
-        refused connection, a TLS handshake that fails): a login to the same host would fail
-        the same way, after spending a one-time code step on nothing.
+        refused connection, a TLS handshake that fails, a proxy that refuses the CONNECT): a
+        login to the same host would fail the same way, after spending a one-time code step on
+        nothing.
         """
         self._raise_if_stopped()
         code = "error"
@@ -189,7 +190,7 @@ class Transport:
         except httpx.ConnectTimeout:
             code = "timeout"
             raise self._timed_out("clock") from None
-        except httpx.ConnectError as exc:
+        except (httpx.ConnectError, httpx.ProxyError) as exc:  # a proxy that cannot reach the host either
             raise ConnectionFailed(f"clock: {_describe(exc)}") from None
         except httpx.HTTPError:
             return None
