@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter import strict_yaml
 from exporter.config import ConfigError, RetryPolicy, Secret, load_config, parse_duration
 
 SECRET_VALUES = {
@@ -288,6 +289,32 @@ def test_a_ca_file_is_read_with_the_config_and_its_contents_make_the_connection(
     )
 
 
+def _merge_bomb(levels: int) -> str:
+    """A mapping that merges the one before it twice, inline and through its alias, `levels` deep."""
+    inner = "&a0 {x: 1}"
+    for level in range(1, levels):
+        inner = f"&a{level} {{<<: [{inner}, *a{level - 1}], k{level}: 1}}"
+    return inner
+
+
+def test_each_mapping_is_checked_for_keys_written_twice_once(monkeypatch):
+    # Without a record of the mappings checked, the check walked every merged alias again:
+    # 2^levels walks, hours for a 1 kB file, before any key was counted.
+    walks = []
+    check = strict_yaml._StrictLoader._check_unique_keys
+
+    def counted(loader, node):
+        walks.append(node)
+        assert len(walks) < 1000, "the same mappings walked again and again"
+        check(loader, node)
+
+    monkeypatch.setattr(strict_yaml._StrictLoader, "_check_unique_keys", counted)
+    assert strict_yaml.load_yaml(f"top: {_merge_bomb(12)}\n")["top"]["k11"] == 1
+    assert strict_yaml.load_yaml(
+        "base: &base {a: 1}\nmore: &more {a: 2, b: 3}\nmid: &mid {<<: [*base, *more]}\ntop: {<<: *mid, c: 4}\n"
+    )["top"] == {"a": 1, "b": 3, "c": 4}  # merged keys, first one wins: not keys written twice
+
+
 @pytest.mark.parametrize(
     "text, says",
     [
@@ -297,6 +324,8 @@ def test_a_ca_file_is_read_with_the_config_and_its_contents_make_the_connection(
         # A list or a mapping as a key: the check for keys written twice raised TypeError.
         ("connections: {? [1]: x}\n", "unhashable key"),
         ("thresholds:\n  low_available_balance: {? {USD: 1}: 5}\n" + MINIMAL, "unhashable key"),
+        # Merges of merges of one alias, 20 levels in 500 bytes: 2^20 keys (40 levels: 2^40).
+        (f"top: {_merge_bomb(20)}\n" + MINIMAL, "more than 100000 keys once merges (<<) are applied"),
     ],
 )
 def test_yaml_that_cannot_be_built_is_a_config_error(tmp_path, text, says):
