@@ -128,3 +128,15 @@ def load_yaml(text: str) -> object:
             "not valid YAML: a scalar cannot be read as a value "
             "(a number of more than 4300 digits, a date that does not exist): quote it"
         ) from None
+
+
+def shown(value: object) -> str:
+    """A value read from a file, for an error message: a string or a number as written, cut
+    to 40 characters; anything else by its type only (the repr of a list built from aliases
+    can run to 10^9 items, and `in` a dict raises for a list)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return "a number of more than 77 digits"
+    if isinstance(value, (str, int, float)) or value is None:
+        text = repr(value[:41] if isinstance(value, str) else value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {type(value).__name__}"

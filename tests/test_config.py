@@ -369,3 +369,18 @@ def test_a_home_folder_that_cannot_be_found_is_a_config_error(tmp_path, monkeypa
     )
     with pytest.raises(ConfigError, match=rf"connections\[0\]\.{key}: .*home folder"):
         load_config("config.yaml", environ=SECRET_VALUES)
+
+
+def _laughs(levels: int) -> str:
+    """A list of 10 lists of 10 ..., `levels` deep, written in a few hundred bytes through aliases."""
+    text = "&l0 [x, x, x, x, x, x, x, x, x, x]"
+    for level in range(1, levels):
+        text = f"&l{level} [{text}" + f", *l{level - 1}" * 9 + "]"
+    return text
+
+
+@pytest.mark.parametrize("key", ["poll_interval", "max_response_size"])
+def test_a_wrong_value_built_from_aliases_is_named_by_its_type(tmp_path, key):
+    # Its repr, cut short only afterwards, was 10^levels items: a minute and gigabytes at 9 levels.
+    message = error_of(tmp_path, f"{key}: {_laughs(6)}\n" + MINIMAL)
+    assert f"{key}: expected a" in message and message.endswith("got a list"), message

@@ -6,6 +6,7 @@ import re
 from typing import Literal
 
 from ..files import UnreadableFile, read_pem_bundle
+from ..strict_yaml import shown
 from ..totp import SecretDecodeError, decode_secret
 from .model import DEFAULT_BASE_URL, TOTP_SECRET_ENCODINGS, AccountConfig, CaBundle, ConnectionConfig
 from .reader import Reader, Yaml, default, floor, type_name
@@ -117,7 +118,7 @@ def _account_id(reader: Reader, raw_id: object, key: str) -> int:
     elif isinstance(raw_id, str) and _ACCOUNT_ID.fullmatch(raw_id):
         account_id = int(raw_id)
     if account_id is None or not 0 <= account_id <= _MAX_ACCOUNT_ID:
-        raise reader.error(key, f"an asset account id is a whole number from 0 to 2^63-1, got {raw_id!r}")
+        raise reader.error(key, f"an asset account id is a whole number from 0 to 2^63-1, got {shown(raw_id)}")
     return account_id
 
 

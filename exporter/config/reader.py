@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from ..dialect import MAX_AMOUNT_DIGITS
 from ..files import UnreadableFile, read_small_text
+from ..strict_yaml import shown
 from .model import ConfigError, Secret
 
 Yaml = dict[str, Any]  # a mapping as yaml.safe_load made it; every value is checked before use
@@ -138,14 +139,14 @@ def amount(reader: Reader, value: object, key: str) -> Decimal:
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
-        raise reader.error(key, f"expected a number, got {value!r}") from None
+        raise reader.error(key, f"expected a number, got {shown(value)}") from None
     # "1e400" is a finite Decimal but +Inf as the float it is exported as: every balance would be low.
     if not amount.is_finite() or amount.adjusted() > 307:
-        raise reader.error(key, f"expected a finite number, got {value!r}")
+        raise reader.error(key, f"expected a finite number, got {shown(value)}")
     # "1e-400" would be exported as 0: the same bound as the API's amounts (model.py).
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_AMOUNT_DIGITS:
-        raise reader.error(key, f"more than {MAX_AMOUNT_DIGITS} decimal places, got {value!r}")
+        raise reader.error(key, f"more than {MAX_AMOUNT_DIGITS} decimal places, got {shown(value)}")
     return amount
 
 
@@ -156,5 +157,5 @@ def floor(reader: Reader, value: object, key: str) -> Decimal:
     """
     result = amount(reader, value, key)
     if result < 0:
-        raise reader.error(key, f"must be zero or more, got {str(value)[:60]!r}")
+        raise reader.error(key, f"must be zero or more, got {shown(value)}")
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ..strict_yaml import shown
 from .model import ConfigError
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -23,11 +24,11 @@ def parse_duration(value: object, key: str) -> float:
     elif isinstance(value, str) and value and _DURATION_PART.sub("", value) == "":
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
     else:
-        raise ConfigError(f"{key}: expected a duration such as 500ms, 30s, 5m or 1h, got {_shown(value)}")
+        raise ConfigError(f"{key}: expected a duration such as 500ms, 30s, 5m or 1h, got {shown(value)}")
     if not seconds > 0:
-        raise ConfigError(f"{key}: must be longer than zero, got {_shown(value)}")
+        raise ConfigError(f"{key}: must be longer than zero, got {shown(value)}")
     if not seconds <= MAX_DURATION:  # also infinity (YAML .inf, 1e400, an int too large for a float)
-        raise ConfigError(f"{key}: must be at most 24h, got {_shown(value)}")
+        raise ConfigError(f"{key}: must be at most 24h, got {shown(value)}")
     return seconds
 
 
@@ -51,12 +52,6 @@ def parse_size(value: object, key: str) -> int:
     if not match or len(match.group(1).lstrip("0")) > _MAX_SIZE_DIGITS or int(match.group(1)) == 0:
         raise ConfigError(
             f"{key}: expected a size such as 16MiB, 500kB or a number of bytes (at most {_MAX_SIZE_DIGITS} digits), "
-            f"got {_shown(value)}"
+            f"got {shown(value)}"
         )
     return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
-
-
-def _shown(value: object) -> str:
-    """A wrong value for an error message, cut short: a line of 5000 digits is not worth echoing."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

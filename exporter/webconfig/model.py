@@ -39,9 +39,3 @@ def mapping(value: object, key: str, source: str) -> dict[Any, Any]:
     if not isinstance(value, dict):
         raise WebConfigError(f"{source}: {key}: expected a mapping")
     return value
-
-
-def shown(value: object) -> str:
-    """A wrong setting for an error message: a string as it is, anything else by its type only
-    (`in` a dict raised TypeError for a list, and the repr of YAML aliases can be huge)."""
-    return repr(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"

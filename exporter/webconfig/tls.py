@@ -10,7 +10,8 @@ import ssl
 from pathlib import Path
 
 from ..files import MAX_CA_FILE_BYTES, read_pem_bundle, read_small_file
-from .model import TLSConfig, WebConfigError, mapping, shown
+from ..strict_yaml import shown
+from .model import TLSConfig, WebConfigError, mapping
 
 CLIENT_AUTH_TYPES = {
     "NoClientCert": ssl.CERT_NONE,
