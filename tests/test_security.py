@@ -102,17 +102,19 @@ def test_tls(web, certs):
         httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=2)
 
 
+# Client certificates required, and verified against the test CA.
+MTLS = {
+    "tls_server_config": {
+        "cert_file": "server.crt",
+        "key_file": "server.key",
+        "client_auth_type": "RequireAndVerifyClientCert",
+        "client_ca_file": "ca.crt",
+    }
+}
+
+
 def test_mtls_accepts_a_client_certificate_from_the_ca_and_refuses_none(web, certs):
-    server = web(
-        {
-            "tls_server_config": {
-                "cert_file": "server.crt",
-                "key_file": "server.key",
-                "client_auth_type": "RequireAndVerifyClientCert",
-                "client_ca_file": "ca.crt",
-            }
-        }
-    )
+    server = web(MTLS)
     with tls_client(certs, client_cert=True) as client:
         assert client.get(f"https://127.0.0.1:{server.port}/metrics").status_code == 200
     with tls_client(certs) as client, pytest.raises(httpx.HTTPError):
@@ -122,16 +124,7 @@ def test_mtls_accepts_a_client_certificate_from_the_ca_and_refuses_none(web, cer
 def test_mtls_refuses_a_certificate_from_another_ca(web, certs, tmp_path):
     other = trustme.CA().issue_cert("intruder.example")
     other.private_key_and_cert_chain_pem.write_to_path(tmp_path / "other.pem")
-    server = web(
-        {
-            "tls_server_config": {
-                "cert_file": "server.crt",
-                "key_file": "server.key",
-                "client_auth_type": "RequireAndVerifyClientCert",
-                "client_ca_file": "ca.crt",
-            }
-        }
-    )
+    server = web(MTLS)
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     context.load_cert_chain(str(tmp_path / "other.pem"))
     with httpx.Client(verify=context, timeout=5) as client, pytest.raises(httpx.HTTPError):
@@ -140,17 +133,7 @@ def test_mtls_refuses_a_certificate_from_another_ca(web, certs, tmp_path):
 
 @pytest.mark.parametrize("sans, allowed", [(["scraper.example"], True), (["someone.else"], False)])
 def test_client_allowed_sans(web, certs, sans, allowed):
-    server = web(
-        {
-            "tls_server_config": {
-                "cert_file": "server.crt",
-                "key_file": "server.key",
-                "client_auth_type": "RequireAndVerifyClientCert",
-                "client_ca_file": "ca.crt",
-                "client_allowed_sans": sans,
-            }
-        }
-    )
+    server = web({"tls_server_config": {**MTLS["tls_server_config"], "client_allowed_sans": sans}})
     with tls_client(certs, client_cert=True) as client:
         if allowed:
             assert client.get(f"https://127.0.0.1:{server.port}/metrics").status_code == 200
