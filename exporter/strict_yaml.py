@@ -17,6 +17,8 @@ import yaml
 # YAML 1.1 reads 01001 as octal (513) and 1:30 as base 60 (90): an account id or an amount
 # written so would silently mean another account or another amount, so neither is accepted.
 _SURPRISING_INTEGER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)")
+# Fewer than 4300 decimal digits (log10(2) < 0.302): what str() and int() of a decimal accept.
+_MAX_INT_BITS = 14_000
 # And 1:30.5 as 90.5: a float in base 60.
 _SURPRISING_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*")
 
@@ -78,7 +80,14 @@ class _StrictLoader(yaml.SafeLoader):
                 "write the number in decimal without a leading zero, or quote it",
                 node.start_mark,
             )
-        return super().construct_yaml_int(node)
+        value = super().construct_yaml_int(node)
+        # int() limits the digits of a decimal number only: 0x and 0b numbers of any length are
+        # read, and then str() of one (every error message, Decimal(str(...))) raises ValueError.
+        if value.bit_length() > _MAX_INT_BITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a number of more than 4300 digits: quote it", node.start_mark
+            )
+        return value
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
         text = self.construct_scalar(node)

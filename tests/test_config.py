@@ -397,3 +397,32 @@ def test_a_wrong_value_built_from_aliases_is_named_by_its_type(tmp_path, key):
     # Its repr, cut short only afterwards, was 10^levels items: a minute and gigabytes at 9 levels.
     message = error_of(tmp_path, f"{key}: {_laughs(6)}\n" + MINIMAL)
     assert f"{key}: expected a" in message and message.endswith("got a list"), message
+
+
+_HUGE_HEX = "0x" + "f" * 4000  # about 4800 decimal digits: int() reads it, str() of it raises ValueError
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"max_response_size: {_HUGE_HEX}\n" + MINIMAL,
+        f"max_login_refusals: {_HUGE_HEX}\n" + MINIMAL,
+        f"thresholds:\n  low_available_balance:\n    USD: {_HUGE_HEX}\n" + MINIMAL,
+        f"? {_HUGE_HEX}\n: 1\n" + MINIMAL,
+        MINIMAL + f"    accounts:\n      ? {_HUGE_HEX}\n      : {{name: x}}\n",
+        MINIMAL + f"    page_size: {_HUGE_HEX}\n",
+    ],
+)
+def test_a_hexadecimal_number_too_long_to_print_is_a_config_error(tmp_path, text):
+    # int() limits the digits of a decimal number only: a hex one was read, and every message
+    # (and Decimal(str(...))) that printed it raised ValueError out of load_config.
+    message = error_of(tmp_path, text)
+    assert "4300 digits" in message and len(message) < 300, message
+
+
+def test_a_hexadecimal_number_too_long_to_print_is_a_web_config_error(tmp_path):
+    from exporter.webconfig import WebConfigError, load_web_config
+
+    (tmp_path / "web.yaml").write_text(f"tls_server_config:\n  ? {_HUGE_HEX}\n  : 1\n")
+    with pytest.raises(WebConfigError, match="4300 digits"):
+        load_web_config(tmp_path / "web.yaml")
