@@ -573,3 +573,24 @@ def test_a_client_that_never_closes_is_let_go_at_the_end_of_the_linger(monkeypat
             assert connection_threads() == 0  # and the client has not closed
     finally:
         server.stop()
+
+
+def test_at_the_cap_a_lingering_connection_makes_room_before_an_older_idle_one(monkeypatch):
+    # A connection whose last answer has gone out is the first to go: a keep-alive scraper
+    # idle between two scrapes, older than it, keeps its connection.
+    monkeypatch.setattr(http11, "_LINGER_SECONDS", 3600.0)
+    server = start_server(ServerLimits(max_connections=2, read_header_timeout=60, idle_timeout=60))
+    try:
+        with connect(server) as scraper, connect(server) as done:
+            scraper.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(scraper)[0] == 200
+            done.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+            assert read_response(done)[0] == 200
+            assert done.recv(1) == b""  # the server's half-close: it lingers now
+            with connect(server) as newcomer:
+                newcomer.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response(newcomer)[0] == 200
+            scraper.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(scraper)[0] == 200
+    finally:
+        server.stop()
