@@ -426,3 +426,29 @@ def test_a_hexadecimal_number_too_long_to_print_is_a_web_config_error(tmp_path):
     (tmp_path / "web.yaml").write_text(f"tls_server_config:\n  ? {_HUGE_HEX}\n  : 1\n")
     with pytest.raises(WebConfigError, match="4300 digits"):
         load_web_config(tmp_path / "web.yaml")
+
+
+_LONG = "x" * 100_000
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("name: main", f"name: {_LONG}"),
+        ("username: alice", f"username: alice\n    base_url: {_LONG}"),
+        ("username: alice", f"username: alice\n    totp_secret_encoding: {_LONG}"),
+        ("username: alice", f"username: alice\n    page_size: {_LONG}"),
+    ],
+)
+def test_a_long_wrong_string_is_shown_cut_short(tmp_path, change):
+    message = error_of(tmp_path, MINIMAL.replace(*change))
+    assert "xxx" in message and len(message) < 300, message[:300]
+
+
+def test_a_long_wrong_header_value_is_shown_cut_short(tmp_path):
+    from exporter.webconfig import WebConfigError, load_web_config
+
+    (tmp_path / "web.yaml").write_text(f"http_server_config:\n  headers:\n    X-Frame-Options: {_LONG}\n")
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(tmp_path / "web.yaml")
+    assert "xxx" in str(info.value) and len(str(info.value)) < 300, str(info.value)[:300]

@@ -32,16 +32,16 @@ def read_connection(reader: Reader, data: object, key: str) -> ConnectionConfig:
     data = reader.mapping(data, key, _CONNECTION_KEYS, required={"name"})
     name = reader.string(data, "name", f"{key}.name")
     if not _CONNECTION_NAME.fullmatch(name):
-        raise reader.error(f"{key}.name", f"{name!r} must be 1-63 letters, digits, '_', '.' or '-'")
+        raise reader.error(f"{key}.name", f"{shown(name)} must be 1-63 letters, digits, '_', '.' or '-'")
     base_url = reader.string(data, "base_url", f"{key}.base_url", DEFAULT_BASE_URL).rstrip("/")
     if not _BASE_URL.fullmatch(base_url):
-        raise reader.error(f"{key}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
+        raise reader.error(f"{key}.base_url", f"expected an http:// or https:// URL, got {shown(base_url)}")
     encoding = reader.string(
         data, "totp_secret_encoding", f"{key}.totp_secret_encoding", default(ConnectionConfig, "totp_secret_encoding")
     )
     if encoding not in TOTP_SECRET_ENCODINGS:
         raise reader.error(
-            f"{key}.totp_secret_encoding", f"must be one of {', '.join(TOTP_SECRET_ENCODINGS)}, got {encoding!r}"
+            f"{key}.totp_secret_encoding", f"must be one of {', '.join(TOTP_SECRET_ENCODINGS)}, got {shown(encoding)}"
         )
     username, password, totp_secret = (reader.secret(data, s, key) for s in _SECRET_KEYS)
     try:
@@ -84,7 +84,7 @@ def _read_page_size(reader: Reader, data: Yaml, key: str) -> int | Literal["all"
     if value == "all":
         return "all"
     if isinstance(value, str):
-        raise reader.error(key, f"expected a whole number from 1 to 10000, or all, got {value!r}")
+        raise reader.error(key, f"expected a whole number from 1 to 10000, or all, got {shown(value)}")
     return reader.integer(data, "page_size", key, default(ConnectionConfig, "page_size"), 1, 10_000)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import read_small_text
-from ..strict_yaml import UnreadableYaml, load_yaml
+from ..strict_yaml import UnreadableYaml, load_yaml, shown
 from .model import WebConfig, WebConfigError, mapping
 from .tls import build_ssl_context, read_tls
 
@@ -74,7 +74,7 @@ def _headers(value: object, source: str) -> dict[str, str]:
             raise WebConfigError(f"{source}: {key}: expected printable ASCII, without line breaks")
         allowed = ALLOWED_HEADERS[name]
         if text and allowed and text.lower() not in allowed:
-            raise WebConfigError(f"{source}: {key}: expected one of {', '.join(allowed)}, got {text!r}")
+            raise WebConfigError(f"{source}: {key}: expected one of {', '.join(allowed)}, got {shown(text)}")
         if text:  # blank means unset, as in the toolkit
             result[name] = text
     return result
