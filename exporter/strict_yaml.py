@@ -136,3 +136,9 @@ def shown(value: object) -> str:
         text = repr(value[:41] if isinstance(value, str) else value)
         return text if len(text) <= 40 else text[:37] + "..."
     return f"a {type(value).__name__}"
+
+
+def shown_key(key: object) -> str:
+    """A key read from a file, in the key path of an error message: as written when a string
+    of up to 40 characters, else shown() (a key may be 100 kB, or a number of 4000 digits)."""
+    return key if isinstance(key, str) and len(key) <= 40 and key.isprintable() else shown(key)

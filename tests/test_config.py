@@ -452,3 +452,36 @@ def test_a_long_wrong_header_value_is_shown_cut_short(tmp_path):
     with pytest.raises(WebConfigError) as info:
         load_web_config(tmp_path / "web.yaml")
     assert "xxx" in str(info.value) and len(str(info.value)) < 300, str(info.value)[:300]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"? {_LONG}\n: 1\n" + MINIMAL,
+        MINIMAL + f"    ? {_LONG}\n    : 1\n",
+        MINIMAL + f"    accounts:\n      ? {_LONG}\n      : {{name: x}}\n",
+        MINIMAL + f"    accounts:\n      ? 0x{'f' * 3000}\n      : {{name: x}}\n",
+        f"thresholds:\n  low_available_balance:\n    ? {_LONG}\n    : -1\n" + MINIMAL,
+    ],
+)
+def test_a_long_wrong_key_is_shown_cut_short(tmp_path, text):
+    message = error_of(tmp_path, text)
+    assert len(message) < 500, message[:500]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"? {_LONG}\n: 1\n",
+        f"tls_server_config:\n  ? {_LONG}\n  : 1\n",
+        f"http_server_config:\n  ? {_LONG}\n  : 1\n",
+        f"http_server_config:\n  headers:\n    ? {_LONG}\n    : x\n",
+    ],
+)
+def test_a_long_wrong_key_is_shown_cut_short_in_the_web_config(tmp_path, text):
+    from exporter.webconfig import WebConfigError, load_web_config
+
+    (tmp_path / "web.yaml").write_text(text)
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(tmp_path / "web.yaml")
+    assert len(str(info.value)) < 300, str(info.value)[:300]

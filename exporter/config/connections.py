@@ -6,7 +6,7 @@ import re
 from typing import Literal
 
 from ..files import UnreadableFile, read_pem_bundle
-from ..strict_yaml import shown
+from ..strict_yaml import shown, shown_key
 from ..totp import SecretDecodeError, decode_secret
 from .model import DEFAULT_BASE_URL, TOTP_SECRET_ENCODINGS, AccountConfig, CaBundle, ConnectionConfig
 from .reader import Reader, Yaml, default, floor, type_name
@@ -103,10 +103,11 @@ def read_accounts(reader: Reader, data: object, key: str) -> dict[int, AccountCo
         raise reader.error(key, f"expected a mapping of asset account id to name and floor, got {type_name(data)}")
     result: dict[int, AccountConfig] = {}
     for raw_id, entry in data.items():
-        account_id = _account_id(reader, raw_id, f"{key}.{raw_id}")
+        account_key = f"{key}.{shown_key(raw_id)}"
+        account_id = _account_id(reader, raw_id, account_key)
         if account_id in result:
-            raise reader.error(f"{key}.{raw_id}", f"account {account_id} is listed twice")
-        result[account_id] = _read_account(reader, entry, f"{key}.{raw_id}")
+            raise reader.error(account_key, f"account {account_id} is listed twice")
+        result[account_id] = _read_account(reader, entry, account_key)
     return result
 
 

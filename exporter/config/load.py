@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..dialect import code
 from ..files import UnreadableFile, read_small_text
-from ..strict_yaml import UnreadableYaml, load_yaml
+from ..strict_yaml import UnreadableYaml, load_yaml, shown_key
 from .connections import read_connection
 from .model import MIN_LOGIN_BACKOFF, Config, ConfigError, RetryPolicy
 from .reader import Reader, Yaml, default, floor, type_name
@@ -41,7 +41,7 @@ def _read_thresholds(reader: Reader, data: Yaml, name: str) -> dict[str, Decimal
     result: dict[str, Decimal] = {}
     spelled: dict[str, str] = {}  # code -> as the config spells it
     for asset, value in per_asset.items():
-        key = f"thresholds.{name}.{asset}"
+        key = f"thresholds.{name}.{shown_key(asset)}"
         if not isinstance(asset, str) or not asset:
             raise reader.error(key, "asset must be a non-empty string")
         # Codes are case-insensitive (the API sends "usd" as well as "USD"), and exported in

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from ..dialect import MAX_AMOUNT_DIGITS
 from ..files import UnreadableFile, read_small_text
-from ..strict_yaml import shown
+from ..strict_yaml import shown, shown_key
 from .model import ConfigError, Secret
 
 Yaml = dict[str, Any]  # a mapping as yaml.safe_load made it; every value is checked before use
@@ -41,7 +41,7 @@ class Reader:
             raise self.error(key or "top level", f"expected a mapping, got {type_name(value)}")
         for name in value:
             if name not in allowed:
-                where = f"{key}.{name}" if key else str(name)
+                where = f"{key}.{shown_key(name)}" if key else shown_key(name)
                 raise self.error(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
         for name in sorted(required - value.keys()):
             raise self.error(f"{key}.{name}" if key else name, "is required")

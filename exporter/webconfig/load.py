@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import read_small_text
-from ..strict_yaml import UnreadableYaml, load_yaml, shown
+from ..strict_yaml import UnreadableYaml, load_yaml, shown, shown_key
 from .model import WebConfig, WebConfigError, mapping
 from .tls import build_ssl_context, read_tls
 
@@ -39,7 +39,7 @@ def parse_web_config(data: object, source: str, base_dir: Path) -> WebConfig:
         if key == "rate_limit":
             raise WebConfigError(f"{source}: rate_limit: not supported by ibanera-exporter")
         if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
-            raise WebConfigError(f"{source}: {key}: unknown key")
+            raise WebConfigError(f"{source}: {shown_key(key)}: unknown key")
     return WebConfig(
         tls=read_tls(data.get("tls_server_config"), source, base_dir),
         headers=_headers(data.get("http_server_config"), source),
@@ -51,7 +51,7 @@ def _headers(value: object, source: str) -> dict[str, str]:
     data = mapping(value, "http_server_config", source)
     for key in data:
         if key not in ("headers", "http2"):
-            raise WebConfigError(f"{source}: http_server_config.{key}: unknown key")
+            raise WebConfigError(f"{source}: http_server_config.{shown_key(key)}: unknown key")
     http2 = data.get("http2", False)
     if not isinstance(http2, bool):
         raise WebConfigError(f"{source}: http_server_config.http2: expected true or false")
@@ -63,7 +63,7 @@ def _headers(value: object, source: str) -> dict[str, str]:
     headers = mapping(data.get("headers"), "http_server_config.headers", source)
     result = {}
     for name, text in headers.items():
-        key = f"http_server_config.headers.{name}"
+        key = f"http_server_config.headers.{shown_key(name)}"
         if name not in ALLOWED_HEADERS:
             raise WebConfigError(f"{source}: {key}: not an allowed header ({', '.join(ALLOWED_HEADERS)})")
         if not isinstance(text, str):

@@ -10,7 +10,7 @@ import ssl
 from pathlib import Path
 
 from ..files import MAX_CA_FILE_BYTES, read_pem_bundle, read_small_file
-from ..strict_yaml import shown
+from ..strict_yaml import shown, shown_key
 from .model import TLSConfig, WebConfigError, mapping
 
 CLIENT_AUTH_TYPES = {
@@ -52,7 +52,7 @@ def read_tls(value: object, source: str, base_dir: Path) -> TLSConfig | None:
         if key in _UNSUPPORTED_TLS_KEYS:
             raise WebConfigError(f"{source}: tls_server_config.{key}: not supported: {_UNSUPPORTED_TLS_KEYS[key]}")
         if key not in _TLS_KEYS:
-            raise WebConfigError(f"{source}: tls_server_config.{key}: unknown key")
+            raise WebConfigError(f"{source}: tls_server_config.{shown_key(key)}: unknown key")
 
     def path(key: str) -> Path | None:
         text = data.get(key)
