@@ -485,3 +485,16 @@ def test_a_long_wrong_key_is_shown_cut_short_in_the_web_config(tmp_path, text):
     with pytest.raises(WebConfigError) as info:
         load_web_config(tmp_path / "web.yaml")
     assert len(str(info.value)) < 300, str(info.value)[:300]
+
+
+@pytest.mark.parametrize("key", ["max_login_refusals", "retry.max_attempts", "connections.page_size"])
+def test_a_whole_number_out_of_range_is_shown_cut_short(tmp_path, key):
+    number = "0b" + "1" * 13_000  # about 3900 digits: read, and out of every range
+    if key == "max_login_refusals":
+        text = f"max_login_refusals: {number}\n" + MINIMAL
+    elif key == "retry.max_attempts":
+        text = f"retry: {{max_attempts: {number}}}\n" + MINIMAL
+    else:
+        text = MINIMAL + f"    page_size: {number}\n"
+    message = error_of(tmp_path, text)
+    assert "must be between" in message and len(message) < 300, message[:300]

@@ -63,7 +63,7 @@ class Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected a whole number, got {type_name(value)}")
         if not low <= value <= high:
-            raise self.error(key, f"must be between {low} and {high}, got {value}")
+            raise self.error(key, f"must be between {low} and {high}, got {shown(value)}")
         return value
 
     def string(self, data: Yaml, name: str, key: str, default: str | None = None) -> str:
