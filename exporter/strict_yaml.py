@@ -27,6 +27,11 @@ class UnreadableYaml(ValueError):
     """Text that is not YAML this program reads: where and why, without quoting a value."""
 
 
+def _refused(problem: str, node: yaml.Node) -> yaml.constructor.ConstructorError:
+    """What the loader raises for a node it will not read: load_yaml reports the problem and its line."""
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+
+
 class _StrictLoader(yaml.SafeLoader):
     """yaml.safe_load, but a key written twice in one mapping, or a number in octal or
     base-60 notation, is an error."""
@@ -52,9 +57,7 @@ class _StrictLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # keys a merge (<<) brings may be overridden
                 merges += 1
                 if merges > 1:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, "<< is written twice in one mapping: merge a list ([*a, *b])", key_node.start_mark
-                    )
+                    raise _refused("<< is written twice in one mapping: merge a list ([*a, *b])", key_node)
                 # A mapping written in the merge itself is never constructed on its own: checked here.
                 merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 for mapping in merged:
@@ -65,39 +68,31 @@ class _StrictLoader(yaml.SafeLoader):
             if not isinstance(key, Hashable):
                 continue  # a list or a mapping as a key: PyYAML refuses it, with its line
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{str(key)[:60]} is written twice in one mapping", key_node.start_mark
-                )
+                raise _refused(f"{shown_key(key)} is written twice in one mapping", key_node)
             seen.add(key)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         text = self.construct_scalar(node)
         if isinstance(text, str) and _SURPRISING_INTEGER.fullmatch(text):
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
+            raise _refused(
                 f"{text} is {super().construct_yaml_int(node)} in YAML 1.1 (octal or base 60): "
                 "write the number in decimal without a leading zero, or quote it",
-                node.start_mark,
+                node,
             )
         value = super().construct_yaml_int(node)
         # int() limits the digits of a decimal number only: 0x and 0b numbers of any length are
         # read, and then str() of one (every error message, Decimal(str(...))) raises ValueError.
         if value.bit_length() > _MAX_INT_BITS:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a number of more than 4300 digits: quote it", node.start_mark
-            )
+            raise _refused("a number of more than 4300 digits: quote it", node)
         return value
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
         text = self.construct_scalar(node)
         if isinstance(text, str) and _SURPRISING_FLOAT.fullmatch(text):
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
+            raise _refused(
                 f"{text} is {super().construct_yaml_float(node):g} in YAML 1.1 (base 60): "
                 "write the number in decimal, or quote it",
-                node.start_mark,
+                node,
             )
         return super().construct_yaml_float(node)
 
