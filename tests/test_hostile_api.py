@@ -23,6 +23,7 @@ from scripted import (
     Received,
     ScriptedServer,
     drip,
+    envelope,
     fail_at_every_stage,
     good_login,
     one_account,
@@ -412,14 +413,7 @@ def test_a_login_answered_without_a_credential_refusal_is_a_failed_request(serve
     "code", ["Username_Or_Password_Incorrect", "Account_Locked", "Account_Not_Verified", "Account_Suppressed"]
 )
 def test_a_credential_refusal_pauses_logins(serve, code):
-    refusal = json.dumps(
-        {
-            "id": 0,
-            "details": None,
-            "status": "0",
-            "errors": [{"fieldName": "", "messageCode": code, "errorType": "Auth"}],
-        }
-    ).encode()
+    refusal = envelope(None, status="0", errors=[{"fieldName": "", "messageCode": code, "errorType": "Auth"}])
     server = serve(
         script(lambda request, sock: reply(sock, 200, one_account()), login=lambda sock: reply(sock, 400, refusal))
     )
@@ -468,19 +462,15 @@ def test_without_remembered_state_the_first_login_still_waits_for_a_fresh_step(c
         assert simulator.logins_failed == 0
         # What the memory prevents: a process that assumed first contact would reuse the step.
         clock.advance(STEP_SECONDS)
-        third = IbaneraClient(
-            first.connection,
-            Config((first.connection,), retry=FAST_RETRY),
-            memory=LoginMemory.first_contact(),
-            clock=clock,
-            sleep=clock.sleep,
-        )
-        fourth = IbaneraClient(
-            first.connection,
-            Config((first.connection,), retry=FAST_RETRY),
-            memory=LoginMemory.first_contact(),
-            clock=clock,
-            sleep=clock.sleep,
+        third, fourth = (
+            IbaneraClient(
+                first.connection,
+                Config((first.connection,), retry=FAST_RETRY),
+                memory=LoginMemory.first_contact(),
+                clock=clock,
+                sleep=clock.sleep,
+            )
+            for _ in range(2)
         )
         third.fetch_balances()
         with pytest.raises(Exception, match="login refused"):

@@ -15,7 +15,7 @@ from email.utils import formatdate
 import httpcore
 import pytest
 from conftest import FAST_RETRY, FakeClock, account
-from scripted import Received, drip, good_login, one_account, reply
+from scripted import Received, drip, envelope, good_login, one_account, reply
 from test_hostile_api import BALANCES, _wait_for, script, scripted_poller
 
 from exporter.api.client import IbaneraClient
@@ -207,28 +207,18 @@ ECHOES = {
     "messageCode": lambda request, sock: reply(
         sock,
         400,
-        json.dumps(
-            {
-                "id": 0,
-                "details": None,
-                "status": "0",
-                "errors": [{"fieldName": "password", "messageCode": json.loads(request.body)["password"]}],
-            }
-        ).encode(),
+        envelope(
+            None, status="0", errors=[{"fieldName": "password", "messageCode": json.loads(request.body)["password"]}]
+        ),
     ),
     "otp messageCode": lambda request, sock: reply(
         sock,
         400,
-        json.dumps(
-            {
-                "id": 0,
-                "details": None,
-                "status": "0",
-                "errors": [
-                    {"fieldName": json.loads(request.body)["otp"], "messageCode": json.loads(request.body)["otp"]}
-                ],
-            }
-        ).encode(),
+        envelope(
+            None,
+            status="0",
+            errors=[{"fieldName": json.loads(request.body)["otp"], "messageCode": json.loads(request.body)["otp"]}],
+        ),
     ),
     "Content-Type": lambda request, sock: reply(
         sock, 200, b"<html>", {"Content-Type": json.loads(request.body)["password"]}
